@@ -1,0 +1,1 @@
+"""brain layer of pydsync."""

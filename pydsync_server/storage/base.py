@@ -1,0 +1,282 @@
+"""The storage interface every driver implements (memory, maildir, later dbox, imapc).
+
+Small on purpose: what dsync needs of a mail store (storage-formats.md §7.8) and
+nothing more. Names are *vnames*: UTF-8 strings whose hierarchy levels are joined
+with `Storage.separator` ("/" by default); INBOX is always "INBOX". Drivers map
+vnames to their on-disk form (mUTF-7, Maildir++ dots, ...) themselves.
+
+Change tracking is part of the contract: every change gets a modseq, and
+`Mailbox.changes_since()` returns the changes made *outside* dsync transactions
+(Dovecot marks its own writes as "sync" transactions so they are not exported
+again; dsync-algorithm.md §3.4). Expunges are always reported, with the message's
+128-bit GUID.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import BinaryIO
+
+
+class LogType(IntEnum):
+    """Record types of Dovecot's `dovecot.mailbox.log` (storage-formats.md §7.4)."""
+
+    DELETE_MAILBOX = 1
+    DELETE_DIR = 2
+    RENAME = 3
+    SUBSCRIBE = 4
+    UNSUBSCRIBE = 5
+    CREATE_DIR = 6
+
+
+@dataclass(frozen=True)
+class MailboxLogRecord:
+    """One mailbox-log record: `key` is a mailbox GUID (DELETE_MAILBOX) or
+    `name_hash(vname)` for every other type; `timestamp` is UNIX seconds."""
+
+    type: LogType
+    key: bytes
+    timestamp: int
+
+
+@dataclass(frozen=True)
+class MailboxEntry:
+    """A listed mailbox: `guid` is None for a \\NoSelect directory."""
+
+    vname: str
+    guid: bytes | None
+    uid_validity: int = 0
+    uid_next: int = 0
+    special_use: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class MailboxStatus:
+    guid: bytes
+    uid_validity: int
+    uid_next: int
+    messages: int
+    first_recent_uid: int
+    highest_modseq: int
+    highest_pvt_modseq: int = 0
+
+
+@dataclass(frozen=True)
+class MessageInfo:
+    """One existing message. `flags` uses the protocol's system flag bits
+    (\\Answered 0x01 ... \\Draft 0x10, never \\Recent); keywords are case-preserving."""
+
+    uid: int
+    guid: str
+    flags: int
+    keywords: frozenset[str]
+    modseq: int
+    received_date: int
+    saved_date: int = 0
+    virtual_size: int = 0
+    physical_size: int = 0
+    pop3_uidl: str = ""
+    pop3_order: int = 0
+
+
+@dataclass(frozen=True)
+class MessageChange:
+    """A change made outside dsync to one UID, merged since some modseq.
+
+    `expunged` changes carry `guid128` (16 bytes) when known. Flag changes carry the
+    added/removed system flags and keyword operations (`+kw` / `-kw`, in order).
+    `modseq` is the highest modseq of the change.
+    """
+
+    uid: int
+    modseq: int
+    expunged: bool = False
+    guid128: bytes | None = None
+    add_flags: int = 0
+    remove_flags: int = 0
+    keyword_ops: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """What `Transaction.save` stores."""
+
+    uid: int
+    guid: str
+    body: BinaryIO
+    flags: int = 0
+    keywords: frozenset[str] = frozenset()
+    received_date: int = 0
+    saved_date: int = 0
+    min_modseq: int = 0
+    pop3_uidl: str = ""
+    pop3_order: int = 0
+
+
+def name_hash(vname: str) -> bytes:
+    """sha128 of a vname: the first 16 bytes of its SHA-1 (mailbox log, dsync `D`)."""
+    return hashlib.sha1(vname.encode("utf-8", "surrogateescape")).digest()[:16]
+
+
+def guid128(guid: str) -> bytes:
+    """A message GUID in 128-bit form: 32 hex digits as is, else SHA-1's last 16 bytes."""
+    if len(guid) == 32:
+        try:
+            return bytes.fromhex(guid)
+        except ValueError:
+            pass
+    return hashlib.sha1(guid.encode("utf-8", "surrogateescape")).digest()[-16:]
+
+
+class Transaction(ABC):
+    """Writes to one mailbox, applied atomically by `commit()` (or dropped by `rollback`).
+
+    Every write is a dsync ("sync") write: it gets a modseq but is not reported by
+    `changes_since()` later, except expunges. Methods raise `StorageError`.
+    """
+
+    @abstractmethod
+    def save(self, message: NewMessage) -> None:
+        """Store a new message with exactly `message.uid` (>= the mailbox's uid_next
+        at the start of the transaction, ascending within one transaction)."""
+
+    @abstractmethod
+    def update_flags(
+        self,
+        uid: int,
+        add_flags: int = 0,
+        remove_flags: int = 0,
+        add_keywords: frozenset[str] = frozenset(),
+        remove_keywords: frozenset[str] = frozenset(),
+        min_modseq: int = 0,
+    ) -> None: ...
+
+    @abstractmethod
+    def expunge(self, uid: int) -> None: ...
+
+    @abstractmethod
+    def move(self, uid: int, new_uid: int) -> None:
+        """Give an existing message a new (higher, unused) UID, keeping flags/dates."""
+
+    @abstractmethod
+    def set_uid_validity(self, uid_validity: int) -> None: ...
+
+    @abstractmethod
+    def set_guid(self, guid: bytes) -> None: ...
+
+    @abstractmethod
+    def raise_uid_next(self, uid_next: int) -> None: ...
+
+    @abstractmethod
+    def raise_highest_modseq(self, modseq: int) -> None: ...
+
+    @abstractmethod
+    def raise_first_recent_uid(self, uid: int) -> None: ...
+
+    @abstractmethod
+    def commit(self) -> None: ...
+
+    @abstractmethod
+    def rollback(self) -> None: ...
+
+    def __enter__(self) -> Transaction:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.rollback()
+
+
+class Mailbox(ABC):
+    """An opened mailbox. The view is refreshed by `refresh()`; reads are of that view."""
+
+    vname: str
+
+    @abstractmethod
+    def refresh(self) -> None:
+        """Re-read the store, noticing changes other programs made (new modseqs)."""
+
+    @abstractmethod
+    def status(self) -> MailboxStatus: ...
+
+    @abstractmethod
+    def messages(self) -> Sequence[MessageInfo]:
+        """Existing messages, ascending by UID."""
+
+    @abstractmethod
+    def changes_since(self, modseq: int) -> list[MessageChange] | None:
+        """Non-dsync changes with modseq > `modseq`, one merged record per UID, by UID.
+
+        With modseq 0 every change still in the log. None when the log no longer
+        reaches back to `modseq` (the caller then falls back to a full export).
+        """
+
+    @abstractmethod
+    def open_message(self, uid: int) -> BinaryIO:
+        """The message's bytes as stored; raises MailboxNotFoundError if expunged."""
+
+    @abstractmethod
+    def transaction(self) -> Transaction: ...
+
+    def close(self) -> None:  # noqa: B027 - drivers without resources need nothing
+        """Release what the mailbox holds open."""
+
+
+class Storage(ABC):
+    """One user's mail store, in one namespace."""
+
+    separator: str = "/"
+    escape_char: str = "%"
+    have_save_guids: bool = True
+    have_only_guid128: bool = False
+
+    @abstractmethod
+    def list_mailboxes(self) -> list[MailboxEntry]:
+        """Every mailbox and \\NoSelect directory, parents before children."""
+
+    @abstractmethod
+    def subscriptions(self) -> set[str]: ...
+
+    @abstractmethod
+    def mailbox_log(self) -> list[MailboxLogRecord]:
+        """Deletion/rename/subscription records, oldest first."""
+
+    @abstractmethod
+    def create_mailbox(self, vname: str, guid: bytes | None = None, uid_validity: int = 0) -> None:
+        """Create a selectable mailbox (missing parents as directories).
+
+        `guid`/`uid_validity` 0/None = allocate new ones. Raises MailboxExistsError."""
+
+    @abstractmethod
+    def create_dir(self, vname: str) -> None:
+        """Create a \\NoSelect directory. Raises MailboxExistsError."""
+
+    @abstractmethod
+    def delete_mailbox(self, vname: str) -> None:
+        """Delete a mailbox and its mail; logs DELETE_MAILBOX (and DELETE_DIR)."""
+
+    @abstractmethod
+    def delete_dir(self, vname: str) -> None:
+        """Delete an empty \\NoSelect directory; logs DELETE_DIR."""
+
+    @abstractmethod
+    def rename_mailbox(self, old: str, new: str) -> None:
+        """Rename a mailbox with its children; logs RENAME of the new name."""
+
+    @abstractmethod
+    def set_subscribed(self, vname: str, subscribed: bool) -> None:
+        """Change a subscription; logs SUBSCRIBE / UNSUBSCRIBE."""
+
+    @abstractmethod
+    def open_mailbox(self, vname: str) -> Mailbox:
+        """Raises MailboxNotFoundError."""
+
+    def close(self) -> None:  # noqa: B027
+        """Release locks and files."""
+
