@@ -142,7 +142,9 @@ class Transaction(ABC):
     @abstractmethod
     def save(self, message: NewMessage) -> None:
         """Store a new message with exactly `message.uid` (>= the mailbox's uid_next
-        at the start of the transaction, ascending within one transaction)."""
+        at the start of the transaction, unused). Saves and moves may come in ANY uid
+        order (dsync receives bodies in the peer's order); the driver orders them at
+        commit. The body is read before save() returns or at commit."""
 
     @abstractmethod
     def update_flags(
