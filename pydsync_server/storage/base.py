@@ -144,7 +144,7 @@ class Transaction(ABC):
         """Store a new message with exactly `message.uid` (>= the mailbox's uid_next
         at the start of the transaction, unused). Saves and moves may come in ANY uid
         order (dsync receives bodies in the peer's order); the driver orders them at
-        commit. The body is read before save() returns or at commit."""
+        commit. The body is read completely before save() returns."""
 
     @abstractmethod
     def update_flags(
