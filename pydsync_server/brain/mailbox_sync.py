@@ -1,0 +1,240 @@
+"""The per-mailbox conversation once both `B` items are exchanged (§7.2, §1.3).
+
+Written as a straight sequence per side: each step waits only for what the protocol
+says it waits for, and the channel never blocks a send, so two sides running this
+(with their roles) cannot deadlock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TypeVar
+
+from ..errors import RemoteProtocolError
+from ..protocol.channel import Channel
+from ..protocol.items import (
+    END_OF_LIST,
+    Item,
+    Mail,
+    MailboxAttribute,
+    MailboxState,
+    MailChange,
+    MailRequest,
+)
+from ..protocol.items import Mailbox as MailboxRecord
+from ..storage.base import Mailbox
+from .exporter import Exporter, ExportOptions
+from .filters import ImportFilter
+from .importer import Importer, ImportOptions, ImportResult
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Role:
+    """What this side does per mailbox: export, import, and whether requests flow."""
+
+    exporter: bool
+    importer: bool
+    mail_requests: bool
+    master: bool
+    revert: bool  # backup destination without -1: become a copy of the source
+    peer_minor: int
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    hashed_headers: tuple[str, ...]
+    hash_version: int
+    filter: ImportFilter
+    empty_hdr_workaround: bool = False
+    backup_send: bool = False
+    backup_recv: bool = False
+
+
+@dataclass
+class MailboxOutcome:
+    state: MailboxState
+    import_result: ImportResult | None
+    warnings: list[str]
+
+
+def guids_usable(
+    local: MailboxRecord, remote: MailboxRecord, role: Role, opts: SyncOptions
+) -> bool:
+    """Whether messages are matched by GUID or by header hash (§3.3)."""
+    if role.importer:
+        return local.have_save_guids and (
+            remote.have_save_guids or (opts.backup_recv and remote.have_guids)
+        )
+    return remote.have_save_guids and (
+        local.have_save_guids or (opts.backup_send and local.have_guids)
+    )
+
+
+def sync_mailbox(
+    channel: Channel,
+    mailbox: Mailbox,
+    local: MailboxRecord,
+    remote: MailboxRecord,
+    saved: MailboxState | None,
+    role: Role,
+    opts: SyncOptions,
+) -> MailboxOutcome:
+    warnings: list[str] = []
+    last_uid = saved.last_common_uid if saved else 0
+    last_modseq = saved.last_common_modseq if saved else 0
+    usable = guids_usable(local, remote, role, opts)
+    exporter = None
+    if role.exporter:
+        exporter = Exporter(
+            mailbox,
+            ExportOptions(
+                last_common_uid=last_uid,
+                last_common_modseq=last_modseq,
+                guids_usable=usable,
+                remote_is_empty=remote.messages_count == 0,
+                hashed_headers=opts.hashed_headers,
+                hash_version=opts.hash_version,
+                with_timestamps=bool(opts.filter.since or opts.filter.until),
+                with_sizes=bool(opts.filter.max_size),
+            ),
+        )
+        if role.peer_minor >= 1:
+            channel.send(END_OF_LIST)  # attributes: none exported yet
+        for change in exporter.changes():
+            channel.send(change)
+        channel.send(END_OF_LIST)
+        channel.flush()
+    importer = None
+    if role.importer:
+        importer = Importer(
+            mailbox,
+            remote,
+            ImportOptions(
+                last_common_uid=last_uid,
+                last_common_modseq=last_modseq,
+                master=role.master,
+                revert=role.revert,
+                guids_usable=usable,
+                use_guid128=local.have_only_guid128 or remote.have_only_guid128,
+                empty_hdr_workaround=opts.empty_hdr_workaround,
+                hashed_headers=opts.hashed_headers,
+                hash_version=opts.hash_version,
+                filter=opts.filter,
+            ),
+            warn=warnings,
+        )
+        if role.peer_minor >= 1:
+            _receive_attributes(channel, warnings)
+        for change in _receive_list(channel, MailChange):
+            importer.import_change(change)
+        requests = importer.changes_finish()
+        if role.mail_requests:
+            for request in requests:
+                channel.send(request)
+            channel.send(END_OF_LIST)
+            channel.flush()
+    if exporter is not None:
+        if role.mail_requests:
+            wanted = list(_receive_list(channel, MailRequest))
+            mails = exporter.mails_for(wanted)
+        else:
+            mails = exporter.all_saved_mails()
+        for mail in mails:
+            channel.send(mail)
+        channel.send(END_OF_LIST)
+        channel.flush()
+    result = None
+    if importer is not None:
+        for mail in _receive_list(channel, Mail):
+            try:
+                importer.import_mail(mail)
+            finally:
+                if mail.body is not None:
+                    mail.body.close()
+        result = importer.finish()
+    state = _local_state(mailbox, local, remote, result)
+    channel.send(state)
+    channel.flush()
+    peer_state = channel.recv()
+    if not isinstance(peer_state, MailboxState):
+        raise RemoteProtocolError(
+            "Remote sent end-of-list instead of a mailbox state"
+            if peer_state is END_OF_LIST
+            else f"Received unexpected input {_char(peer_state)} != S"
+        )
+    return MailboxOutcome(_merge_states(state, peer_state), result, warnings)
+
+
+def _local_state(
+    mailbox: Mailbox, local: MailboxRecord, remote: MailboxRecord, result: ImportResult | None
+) -> MailboxState:
+    if result is None:
+        return MailboxState(
+            mailbox_guid=local.mailbox_guid,
+            last_uidvalidity=local.uid_validity,
+            last_common_uid=local.uid_next - 1,
+            last_common_modseq=local.highest_modseq,
+            last_common_pvt_modseq=local.highest_pvt_modseq,
+            last_messages_count=local.messages_count,
+        )
+    resync = result.require_full_resync
+    return MailboxState(
+        mailbox_guid=local.mailbox_guid,
+        last_uidvalidity=0 if resync else mailbox.status().uid_validity,
+        last_common_uid=result.last_common_uid,
+        last_common_modseq=result.last_common_modseq,
+        last_common_pvt_modseq=remote.highest_pvt_modseq,
+        last_messages_count=result.messages_count,
+        changes_during_sync=resync or result.changes_during_sync is not None,
+    )
+
+
+def _merge_states(own: MailboxState, peer: MailboxState) -> MailboxState:
+    return MailboxState(
+        mailbox_guid=own.mailbox_guid,
+        last_uidvalidity=own.last_uidvalidity,
+        last_common_uid=min(own.last_common_uid, peer.last_common_uid),
+        last_common_modseq=min(own.last_common_modseq, peer.last_common_modseq),
+        last_common_pvt_modseq=min(own.last_common_pvt_modseq, peer.last_common_pvt_modseq),
+        last_messages_count=own.last_messages_count,
+        changes_during_sync=peer.changes_during_sync,
+    )
+
+
+def _receive_attributes(channel: Channel, warnings: list[str]) -> None:
+    for attribute in _receive_list(channel, MailboxAttribute):
+        warnings.append(
+            f"Ignoring mailbox attribute {attribute.type}/{attribute.key}: "
+            "this storage keeps no attributes"
+        )
+
+
+def _receive_list(channel: Channel, kind: type[T]) -> Iterator[T]:
+    """Items of one list as they arrive (bodies are never all held at once)."""
+    while True:
+        item = channel.recv()
+        if item is END_OF_LIST:
+            return
+        if not isinstance(item, kind):
+            raise RemoteProtocolError(
+                f"Received unexpected input {_char(item)} != {_CHARS.get(kind, '?')}"
+            )
+        yield item
+
+
+_CHARS: dict[type, str] = {
+    MailChange: "C",
+    MailRequest: "R",
+    Mail: "M",
+    MailboxAttribute: "A",
+    MailboxState: "S",
+}
+
+
+def _char(item: Item) -> str:
+    if item is END_OF_LIST:
+        return "."
+    return _CHARS.get(type(item), type(item).__name__)
