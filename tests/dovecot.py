@@ -7,7 +7,6 @@ privileges to the ``vmail`` system user, which owns every home.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import os
@@ -18,44 +17,51 @@ import shutil
 import stat
 import subprocess
 import tempfile
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
+from dovecot_compare import (
+    MailboxSnapshot,
+    MessageSnapshot,
+    StoreSnapshot,
+    diff,
+    normalize_for_compare,
+)
+from dovecot_config import (
+    DEFAULT_LOCATION,
+    config_text,
+    is_24,
+    location_options,
+    parse_version,
+    with_userdb_option,
+)
+
+__all__ = [
+    "DEFAULT_LOCATION",
+    "SAFE_PATH",
+    "DoveadmError",
+    "DovecotEnv",
+    "DovecotUser",
+    "MailboxSnapshot",
+    "MessageSnapshot",
+    "StoreSnapshot",
+    "config_text",
+    "diff",
+    "dovecot_version",
+    "is_24",
+    "location_options",
+    "normalize_for_compare",
+    "parse_version",
+    "require_dovecot",
+    "snapshot",
+    "with_userdb_option",
+]
 
 SAFE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
-DEFAULT_LOCATION = "maildir:~/Maildir"
 VMAIL = "vmail"
 COMMAND_TIMEOUT = 120.0
 SYNC_TIMEOUT = 300.0
-
-_CONFIG_COMMON = """\
-mail_uid = vmail
-mail_gid = vmail
-first_valid_uid = 0
-first_valid_gid = 0
-namespace inbox {
-  inbox = yes
-  separator = /
-}
-"""
-# 2.4 requires dovecot_config_version first, the storage version, an explicit driver and
-# a mail_home (2.3 took ~ from HOME by itself) - notes §1.
-_CONFIG_24_HEAD = """\
-dovecot_config_version = 2.4.0
-dovecot_storage_version = 2.4.0
-mail_driver = maildir
-mail_path = ~/Maildir
-mail_home = %{env:HOME}
-"""
-_ATTRIBUTES_23 = "mail_attribute_dict = file:%h/dovecot-attributes\n"
-_ATTRIBUTES_24 = "mail_attribute {\n  dict file {\n    path = %{home}/dovecot-attributes\n  }\n}\n"
-# 2.4 names of the 2.3 location parameters this harness needs (notes §2: appended to
-# mail_path they would be taken literally).
-_LOCATION_PARAMS_24 = {"LAYOUT": "mailbox_list_layout", "INDEX": "mail_index_path"}
-# doveadm commands that are not mail commands and so take no --no-userdb-lookup.
-_NON_MAIL_COMMANDS = frozenset({"dump", "pw", "help", "log", "stop", "reload", "who", "kick"})
 
 
 class DoveadmError(subprocess.CalledProcessError):
@@ -93,15 +99,6 @@ def _version_text() -> str:
         raise RuntimeError("dovecot binary not found (needed for `dovecot --version`)")
     out = subprocess.run([dovecot, "--version"], capture_output=True, check=True, timeout=30)
     return out.stdout.decode("ascii", "replace").strip()
-
-
-def parse_version(text: str) -> tuple[int, int, int]:
-    """``2.3.19.1 (9b53102964)`` -> (2, 3, 19); ``2.4.1-4 (7d8c0e5759)`` -> (2, 4, 1)."""
-    match = re.match(r"(\d+)\.(\d+)\.(\d+)", text)
-    if match is None:
-        raise ValueError(f"unrecognised Dovecot version: {text!r}")
-    major, minor, patch = (int(g) for g in match.groups())
-    return major, minor, patch
 
 
 def dovecot_version() -> tuple[int, int, int]:
@@ -145,57 +142,6 @@ def _traversable_by_others(path: Path) -> bool:
     """True when every directory from / down to path has the others-x bit (vmail can enter)."""
     path = path.resolve()
     return all(p.stat().st_mode & stat.S_IXOTH for p in [path, *path.parents])
-
-
-# ---------------------------------------------------------------- configuration
-
-
-def is_24(version: tuple[int, int, int]) -> bool:
-    return version[:2] >= (2, 4)
-
-
-def config_text(version: tuple[int, int, int], *, attributes: bool = False) -> str:
-    """The daemonless test config for this Dovecot version (notes §1 / fixtures min.conf)."""
-    if is_24(version):
-        text = _CONFIG_24_HEAD + _CONFIG_COMMON
-        return text + (_ATTRIBUTES_24 if attributes else "")
-    text = f"mail_location = {DEFAULT_LOCATION}\n" + _CONFIG_COMMON
-    return text + (_ATTRIBUTES_23 if attributes else "")
-
-
-def location_options(version: tuple[int, int, int], location: str) -> list[str]:
-    """Global ``-o`` options selecting a mail location (notes §2, §6.4)."""
-    if not is_24(version):
-        return ["-o", f"mail_location={location}"]
-    driver, _, rest = location.partition(":")
-    path, *params = rest.split(":")
-    opts = ["-o", f"mail_driver={driver}", "-o", f"mail_path={path}"]
-    for param in params:
-        key, _, value = param.partition("=")
-        if key not in _LOCATION_PARAMS_24:
-            raise ValueError(f"location parameter {key!r} has no 2.4 translation here")
-        opts += ["-o", f"{_LOCATION_PARAMS_24[key]}={value}"]
-    # Keeps Pigeonhole's ~/sieve/ out of the homes; unknown -o names are ignored (§3).
-    return opts + ["-o", "sieve_enabled=no"]
-
-
-def _command_index(args: list[str]) -> int:
-    """Index of the doveadm command name in args, skipping global options."""
-    i = 0
-    while i < len(args) and args[i].startswith("-"):
-        i += 2 if args[i] in ("-f", "-o", "-c", "-i") else 1
-    return i
-
-
-def with_userdb_option(version: tuple[int, int, int], args: list[str]) -> list[str]:
-    """Add ``--no-userdb-lookup`` where 2.4 needs it; 2.3 rejects it (notes §2, §6.3)."""
-    i = _command_index(args)
-    if not is_24(version) or i >= len(args) or args[i] in _NON_MAIL_COMMANDS:
-        return list(args)
-    if args[i] in ("sync", "backup", "dsync-server"):
-        # sync/backup stop option parsing at the destination: put it right after the name.
-        return [*args[: i + 1], "--no-userdb-lookup", *args[i + 1 :]]
-    return [*args, "--no-userdb-lookup"]
 
 
 # ---------------------------------------------------------------- environment and users
@@ -396,38 +342,6 @@ def _strip_pager_text(out: bytes) -> bytes:
 # ---------------------------------------------------------------- snapshots
 
 
-@dataclass(frozen=True)
-class MessageSnapshot:
-    uid: int
-    guid: str
-    flags: tuple[str, ...]  # system flags, sorted, without \Recent (session state)
-    keywords: tuple[str, ...]  # sorted
-    size: int
-    sha256: str
-
-
-@dataclass(frozen=True)
-class MailboxSnapshot:
-    name: str
-    guid: str
-    uidvalidity: int
-    uidnext: int
-    messages: tuple[MessageSnapshot, ...]  # by uid
-
-
-@dataclass(frozen=True)
-class StoreSnapshot:
-    mailbox_list: tuple[str, ...]  # `mailbox list`, sorted (includes non-selectable parents)
-    subscriptions: tuple[str, ...]  # `mailbox list -s`, sorted
-    mailboxes: tuple[MailboxSnapshot, ...]  # selectable mailboxes, by name
-
-    def mailbox(self, name: str) -> MailboxSnapshot:
-        for box in self.mailboxes:
-            if box.name == name:
-                return box
-        raise KeyError(name)
-
-
 def snapshot(target: DovecotUser | Path | str, *, location: str | None = None) -> StoreSnapshot:
     """Read a store with Dovecot, on a copy of the home, so no index file lands in the original."""
     if isinstance(target, DovecotUser):
@@ -459,12 +373,12 @@ def _listing(user: DovecotUser, *args: str) -> subprocess.CompletedProcess[bytes
 
     A name can stay in the mailbox list index after dsync deleted the mailbox (e.g. a parent
     of a surviving child); iterating commands then report "Mailbox doesn't exist" for it and
-    exit 68 while printing everything else. Only that error is tolerated.
+    exit non-zero while printing everything else. Only that error is tolerated.
     """
     proc = user.doveadm(*args, check=False)
     errors = [line for line in proc.stderr.decode("utf-8", "replace").splitlines() if line]
     missing_only = all("Mailbox doesn't exist" in line for line in errors)
-    if proc.returncode == 0 or (proc.returncode == 68 and errors and missing_only):
+    if proc.returncode == 0 or (errors and missing_only):  # 68 = EX_NOTFOUND on 2.3
         return proc
     raise DoveadmError(proc.returncode, proc.args, proc.stdout, proc.stderr)
 
@@ -546,75 +460,3 @@ def _parse_pager_bodies(data: bytes) -> dict[tuple[str, int], bytes] | None:
         result[(head.group(1).decode(), int(head.group(2)))] = data[start:end]
         pos = end + 2
     return result
-
-
-_MAILBOX_FIELDS = {"mailbox_guid": "guid", "uidvalidity": "uidvalidity", "uidnext": "uidnext"}
-_MESSAGE_FIELDS = {"message_guid": "guid", "uid": "uid", "flags": "flags", "keywords": "keywords"}
-_STORE_FIELDS = {"subscriptions", "mailbox_list"}
-
-
-def normalize_for_compare(
-    snap: StoreSnapshot, ignore: Iterable[str] = ("uidnext",)
-) -> StoreSnapshot:
-    """Blank fields that legitimately differ, so == compares the rest.
-
-    Names: uidnext, uidvalidity, mailbox_guid, message_guid, uid, flags, keywords,
-    subscriptions, mailbox_list.
-    """
-    ignore = set(ignore)
-    unknown = ignore - set(_MAILBOX_FIELDS) - set(_MESSAGE_FIELDS) - _STORE_FIELDS
-    if unknown:
-        raise ValueError(f"unknown snapshot fields: {sorted(unknown)}")
-    blank = {"guid": "", "uidvalidity": 0, "uidnext": 0, "uid": 0, "flags": (), "keywords": ()}
-    msg_changes = {
-        _MESSAGE_FIELDS[f]: blank[_MESSAGE_FIELDS[f]] for f in ignore & set(_MESSAGE_FIELDS)
-    }
-    box_changes = {
-        _MAILBOX_FIELDS[f]: blank[_MAILBOX_FIELDS[f]] for f in ignore & set(_MAILBOX_FIELDS)
-    }
-    boxes = []
-    for box in snap.mailboxes:
-        msgs = tuple(dataclasses.replace(m, **msg_changes) for m in box.messages)
-        if "uid" in ignore:  # without UIDs, compare messages as a multiset
-            msgs = tuple(sorted(msgs, key=lambda m: (m.sha256, m.guid, m.flags, m.keywords)))
-        boxes.append(dataclasses.replace(box, messages=msgs, **box_changes))
-    return StoreSnapshot(
-        mailbox_list=() if "mailbox_list" in ignore else snap.mailbox_list,
-        subscriptions=() if "subscriptions" in ignore else snap.subscriptions,
-        mailboxes=tuple(boxes),
-    )
-
-
-def _field_diffs(label: str, a: object, b: object, fields: Iterable[str]) -> Iterator[str]:
-    for field in fields:
-        va, vb = getattr(a, field), getattr(b, field)
-        if va != vb:
-            yield f"  {label} {field}: {va!r} != {vb!r}"
-
-
-def diff(a: StoreSnapshot, b: StoreSnapshot, *, limit: int = 60) -> str:
-    """Readable differences between two snapshots (empty string when equal)."""
-    out: list[str] = []
-    for field in ("mailbox_list", "subscriptions"):
-        sa, sb = set(getattr(a, field)), set(getattr(b, field))
-        if sa != sb:
-            out.append(f"  {field}: only left {sorted(sa - sb)}, only right {sorted(sb - sa)}")
-    left = {box.name: box for box in a.mailboxes}
-    right = {box.name: box for box in b.mailboxes}
-    for name in sorted(left.keys() | right.keys()):
-        if name not in left or name not in right:
-            out.append(f"  mailbox {name!r}: only {'left' if name in left else 'right'}")
-            continue
-        ba, bb = left[name], right[name]
-        out += _field_diffs(f"mailbox {name!r}", ba, bb, ("guid", "uidvalidity", "uidnext"))
-        ma = {m.uid: m for m in ba.messages}
-        mb = {m.uid: m for m in bb.messages}
-        for uid in sorted(ma.keys() | mb.keys()):
-            if uid not in ma or uid not in mb:
-                out.append(f"  {name!r} uid {uid}: only {'left' if uid in ma else 'right'}")
-            else:
-                fields = ("guid", "flags", "keywords", "size", "sha256")
-                out += _field_diffs(f"{name!r} uid {uid}", ma[uid], mb[uid], fields)
-    if len(out) > limit:
-        out = out[:limit] + [f"  ... {len(out) - limit} more"]
-    return "\n".join(out)
