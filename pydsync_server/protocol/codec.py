@@ -108,6 +108,9 @@ class Encoder:
             raise LocalProtocolError(f"{spec.name} is not part of protocol minor {self.minor}")
         values = self._values(entry, spec, item)
         body = escape.join_record([values.get(key) for key in keys])
+        if not body and keys and keys[0] in spec.required:
+            # A lone "" first field encodes to the bare item char, read back as NULL (§3.2).
+            raise LocalProtocolError(f"{spec.name}: Missing required field {keys[0]}")
         return entry.char.encode() + body + b"\n"
 
     def _values(self, entry: ItemFields, spec: ItemSpec, item: Item) -> dict[str, bytes | None]:

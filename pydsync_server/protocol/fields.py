@@ -194,12 +194,14 @@ class OptionalNumber(Number):
 
 
 class TabList(Field):
-    """Tab-escaped elements joined by TAB; () is sent as NULL (§3.5)."""
+    """Tab-escaped elements joined by TAB; () is sent as NULL (§3.5).
+
+    ("",) would be "", which Dovecot's receiver reads as no list at all: sent as NULL.
+    """
 
     def to_wire(self, value: Any, ctx: Context) -> bytes | None:
-        if not value:
-            return None
-        return escape.join_tab_list(to_bytes(element) for element in value)
+        joined = escape.join_tab_list(to_bytes(element) for element in value)
+        return joined or None
 
     def from_wire(self, raw: bytes | None, ctx: Context) -> Any:
         return () if raw is None else tuple(to_str(e) for e in escape.split_tab_list(raw))
@@ -209,9 +211,10 @@ class MailboxName(TabList):
     """N.name: one element per hierarchy level; never empty."""
 
     def to_wire(self, value: Any, ctx: Context) -> bytes | None:
-        if not value:
+        joined = super().to_wire(value, ctx)
+        if joined is None:
             raise FieldError("Empty name")
-        return super().to_wire(value, ctx)
+        return joined
 
     def from_wire(self, raw: bytes | None, ctx: Context) -> Any:
         if not raw:
