@@ -282,6 +282,7 @@ class DeletePairs(Field):
 _CACHE_FIELD_FIELDS: tuple[Field, ...] = (
     Text("name"), Choice("decision", b"nty"), Number("last_used", TIME),
 )
+_CACHE_FIELD_BY_KEY = {field.key: field for field in _CACHE_FIELD_FIELDS}
 _CACHE_FIELD_REQUIRED = ("name", "decision")
 
 
@@ -291,11 +292,10 @@ class CacheFields(Field):
     def to_wire(self, value: Any, ctx: Context) -> bytes | None:
         if value is None:
             return None
-        by_key = {field.key: field for field in _CACHE_FIELD_FIELDS}
         records = []
         for cache_field in value:
-            values = [by_key[key].to_wire(getattr(cache_field, key), ctx)
-                      if key in by_key else None for key in ctx.cache_keys]
+            values = [_CACHE_FIELD_BY_KEY[key].to_wire(getattr(cache_field, key), ctx)
+                      if key in _CACHE_FIELD_BY_KEY else None for key in ctx.cache_keys]
             records.append(escape.join_record(values))
         return escape.LF.join(records)
 
