@@ -1,0 +1,74 @@
+"""What every command gets from `main()`: settings, environment, output streams, and
+the user's mail store.
+
+Built once per run and passed down (no global state). The user comes from `-u` or
+the `USER` environment variable, the home from `HOME` or `mail_home`, as doveadm
+does without a userdb (dsync-protocol.md §2.2).
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import BinaryIO, TextIO
+
+from ..errors import UsageError
+from ..storage.base import Storage
+from ..storage.location import (
+    DriverFactory,
+    MailLocation,
+    UserEnv,
+    location_from_settings,
+    open_storage,
+)
+from .config import Config
+
+Clock = Callable[[], float]
+
+
+@dataclass
+class Context:
+    config: Config
+    environ: Mapping[str, str]
+    stdout: BinaryIO
+    stderr: TextIO
+    formatter: str | None = None  # global -f
+    debug: bool = False
+    verbose: bool = False
+    clock: Clock = time.time
+    hostname: str = field(default_factory=socket.gethostname)
+    drivers: Mapping[str, DriverFactory] | None = None  # None: the default registry
+
+    def error(self, message: str) -> None:
+        """One doveadm-style error line on stderr."""
+        self.stderr.write(f"Error: {message}\n")
+        self.stderr.flush()
+
+    def log_for(self, name: str) -> Callable[[str], None]:
+        """A log callback writing `name(user): line` to stderr, as Dovecot logs."""
+
+        def log(line: str) -> None:
+            self.stderr.write(f"{name}: {line}\n")
+            self.stderr.flush()
+
+        return log
+
+    def user_env(self, user_option: str | None) -> UserEnv:
+        """The mail user: `-u`, else USER; neither is a usage error (exit 64)."""
+        user = user_option if user_option is not None else self.environ.get("USER")
+        if not user:
+            raise UsageError("USER environment is missing and -u option not used")
+        return UserEnv(user, self.environ.get("HOME") or None, self.environ)
+
+    def location(self, user: UserEnv) -> MailLocation:
+        return location_from_settings(self.config.as_mapping(), user)
+
+    def open(self, location: MailLocation) -> Storage:
+        return open_storage(
+            location, clock=self.clock, hostname=self.hostname, drivers=self.drivers
+        )
+
+    def open_user_storage(self, user: UserEnv) -> Storage:
+        return self.open(self.location(user))

@@ -1,0 +1,152 @@
+"""`sync`, `backup` and `dsync-server`: open the stores, connect the brains, report.
+
+Local destinations run both brains in this process (`run_local`); command
+destinations get a child process and the stream protocol (`run_master`);
+`dsync-server` speaks the protocol on stdin/stdout (`run_slave`), where nothing but
+protocol bytes may appear (the transport points fd 1 at stderr for the session).
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..brain.run import run_local, run_master, run_slave
+from ..brain.settings import SyncResult, SyncSettings
+from ..errors import DsyncError, UsageError
+from ..storage.base import Storage
+from ..storage.location import UserEnv
+from ..transport.duplex import DEFAULT_TIMEOUT
+from ..transport.process import SERVER_WORD, spawn_remote, stdio_stream
+from ..transport.stream import StreamChannel
+from .context import Context
+from .destination import CommandDestination, LocalDestination, TcpDestination, classify
+from .options import Parsed
+from .sync_options import build_settings, parse_uint
+
+DESYNC_WARNING = "Mailbox changes caused a desync. You may want to run dsync again: "
+
+
+def run_sync(ctx: Context, command: str, parsed: Parsed, operands: list[str]) -> int:
+    """`sync`/`backup` with the given options and destination words."""
+    user = ctx.user_env(parsed.value("user"))
+    settings = build_settings(
+        parsed,
+        command,
+        ctx.config.as_mapping(),
+        hostname=ctx.hostname,
+        now=ctx.clock(),
+        debug=ctx.debug,
+    )
+    if parsed.flag("mail_replica"):
+        if operands:
+            raise UsageError("Don't give mail location with -d parameter")
+        raise DsyncError("User has no mail_replica in userdb (pydsync has no userdb)")
+    dest = classify(
+        operands,
+        user=user,
+        user_given=parsed.value("user") is not None,
+        settings=ctx.config.as_mapping(),
+        legacy=parsed.flag("legacy"),
+    )
+    if isinstance(dest, LocalDestination) and settings.visible_namespaces:
+        raise DsyncError("-N parameter requires syncing with remote host")
+    if isinstance(dest, TcpDestination):
+        raise UsageError("tcp: and tcps: destinations are not supported by pydsync")
+    timeout = float(parse_uint(parsed.value("timeout"), "-T", int(DEFAULT_TIMEOUT)))
+    storage = ctx.open_user_storage(user)
+    try:
+        if isinstance(dest, LocalDestination):
+            result = _run_local(ctx, user, storage, dest, settings)
+        else:
+            result = _run_command(
+                ctx, user, storage, dest, settings, timeout, parsed.value("rawlog")
+            )
+    finally:
+        storage.close()
+    return _report(ctx, user, settings, result)
+
+
+def _run_local(
+    ctx: Context,
+    user: UserEnv,
+    storage: Storage,
+    dest: LocalDestination,
+    settings: SyncSettings,
+) -> SyncResult:
+    here = ctx.location(user)
+    if os.path.realpath(here.path) == os.path.realpath(dest.location.path):
+        raise DsyncError(
+            f"Both source and destination mail_location points to same directory: {here.path}"
+        )
+    other = ctx.open(dest.location)
+    try:
+        return run_local(
+            storage, other, settings, clock=ctx.clock, log=ctx.log_for(f"dsync({user.user})")
+        )
+    finally:
+        other.close()
+
+
+def _run_command(
+    ctx: Context,
+    user: UserEnv,
+    storage: Storage,
+    dest: CommandDestination,
+    settings: SyncSettings,
+    timeout: float,
+    rawlog: str | None,
+) -> SyncResult:
+    def child_log(line: str) -> None:  # the child's stderr, copied as is (§2.4)
+        ctx.stderr.write(line + "\n")
+        ctx.stderr.flush()
+
+    try:
+        remote = spawn_remote(
+            dest.argv, log=child_log, prefix_user=dest.prefix_user, timeout=timeout, rawlog=rawlog
+        )
+    except OSError as exc:
+        raise DsyncError(f"Couldn't run {' '.join(dest.argv)}: {exc.strerror or exc}") from exc
+    try:
+        channel = StreamChannel(remote.stream, name="remote")
+        return run_master(
+            storage, channel, settings, clock=ctx.clock, log=ctx.log_for(f"dsync({user.user})")
+        )
+    finally:
+        remote.finish()
+
+
+def _report(ctx: Context, user: UserEnv, settings: SyncSettings, result: SyncResult) -> int:
+    """Errors and the desync warning on stderr, the `-s` state on stdout."""
+    log = ctx.log_for(f"dsync({user.user})")
+    for error in result.errors:
+        log(f"Error: {error}")
+    for warning in result.warnings:
+        log(f"Warning: {warning}")
+    if result.changes_during_sync is not None:
+        log(f"Warning: {DESYNC_WARNING}{result.changes_during_sync}")
+    if settings.state is not None and result.state is not None:
+        ctx.stdout.write(result.state.encode("ascii") + b"\n")
+        ctx.stdout.flush()
+    return int(result.exit_code)
+
+
+def run_server(ctx: Context, parsed: Parsed, operands: list[str]) -> int:
+    """`dsync-server [options] [dsync-server]`: the slave on stdin/stdout."""
+    if operands not in ([], [SERVER_WORD]):
+        raise UsageError(f"Unexpected parameter: {operands[0]}")
+    user = ctx.user_env(parsed.value("user"))
+    timeout = float(parse_uint(parsed.value("timeout"), "-T", int(DEFAULT_TIMEOUT)))
+    storage = ctx.open_user_storage(user)
+    log = ctx.log_for(f"dsync-server({user.user})")
+    try:
+        stream = stdio_stream(timeout=timeout, rawlog=parsed.value("rawlog"))
+        try:
+            channel = StreamChannel(stream, name="remote")
+            result = run_slave(storage, channel, hostname=ctx.hostname, clock=ctx.clock, log=log)
+        finally:
+            stream.close()
+    finally:
+        storage.close()
+    for error in result.errors:
+        log(f"Error: {error}")
+    return int(result.exit_code)
