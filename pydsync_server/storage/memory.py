@@ -195,7 +195,8 @@ class MemoryStorage(Storage):
             self._nodes[name] = None  # stays as the children's \NoSelect parent
         else:
             del self._nodes[name]
-            self._log_add(LogType.DELETE_DIR, name_hash(name))  # as Dovecot does too
+            # Dovecot logs the removed directory too (storage-formats.md §7.4).
+            self._log_add(LogType.DELETE_DIR, name_hash(name))
 
     def delete_dir(self, vname: str) -> None:
         name = self._name(vname)
