@@ -1,0 +1,315 @@
+"""One maildir folder on disk: read it consistently, and sync uidlist + tracker to it.
+
+`read_folder` takes a snapshot of the text files and directories; `plan_sync` works out
+what Dovecot's own maildir sync would do (new files get UIDs in §1.4 order, lines of
+vanished files are dropped) and what the change tracker must record; `write_sync`
+writes that under the uidlist lock (storage-formats.md §1.4, §1.7, §1.9).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .maildir_files import FILE_MODE, replace_file, write_all, write_synced
+from .maildir_tracker import SIDECAR_NAME, ChangeTracker, MessageState
+from .maildir_uidlist import (
+    FileInfo,
+    KeywordMap,
+    Uidlist,
+    UidlistRecord,
+    parse_info,
+    parse_keywords,
+    parse_uidlist,
+    serialize_keywords,
+    sort_cmp,
+    split_name,
+)
+
+UIDLIST = "dovecot-uidlist"
+KEYWORDS = "dovecot-keywords"
+SUBDIRS = ("cur", "new", "tmp")
+
+
+@dataclass
+class StoreContext:
+    """What every folder of one store shares: identity of this writer, clock, allocators."""
+
+    hostname: str
+    clock: Callable[[], float]
+    allocate_uid_validity: Callable[[], int]
+    _last_name: tuple[int, int] = (0, 0)
+    _last_guid: tuple[int, int] = (0, 0)
+
+    def unique_name(self) -> str:
+        """`<secs>.M<usecs>P<pid>.<host>`, unique within this store object
+        (maildir_filename_generate)."""
+        now = self.clock()
+        cur = (int(now), int(now * 1_000_000) % 1_000_000)
+        if cur <= self._last_name:
+            secs, usecs = self._last_name
+            cur = (secs + 1, 0) if usecs + 1 == 1_000_000 else (secs, usecs + 1)
+        self._last_name = cur
+        host = self.hostname
+        for ch, esc in (("/", "\\057"), (":", "\\072"), (",", "\\054")):
+            host = host.replace(ch, esc)
+        host = "".join(c for c in host if not c.isspace()) or "localhost"
+        return f"{cur[0]}.M{cur[1]}P{os.getpid()}.{host}"
+
+    def new_guid(self) -> bytes:
+        """A 128-bit GUID laid out like guid_128_generate (storage-formats.md §7.2)."""
+        now = self.clock()
+        cur = (int(now) & 0xFFFFFFFF, int(now * 1e9) % 1_000_000_000)
+        if cur <= self._last_guid:
+            cur = (self._last_guid[0], self._last_guid[1] + 1)
+        self._last_guid = cur
+        host_hash = hashlib.sha1(self.hostname.encode("utf-8", "replace")).digest()[-4:]
+        nsec = cur[1] & 0xFFFFFFFF
+        return struct.pack("<III", nsec, cur[0], os.getpid() & 0xFFFFFFFF) + host_hash
+
+
+@dataclass(frozen=True)
+class FolderPaths:
+    mail: Path  # holds cur/ new/ tmp/
+    control: Path  # dovecot-uidlist, dovecot-keywords
+    index: Path  # pydsync-changes
+
+    @property
+    def uidlist(self) -> Path:
+        return self.control / UIDLIST
+
+    @property
+    def keywords(self) -> Path:
+        return self.control / KEYWORDS
+
+    @property
+    def sidecar(self) -> Path:
+        return self.index / SIDECAR_NAME
+
+
+@dataclass
+class FolderState:
+    """One read of a folder. `files`: base -> (subdir, file name)."""
+
+    uidlist: Uidlist | None
+    uidlist_raw: bytes | None
+    keywords: KeywordMap
+    files: dict[str, tuple[str, str]]
+    tracker: ChangeTracker | None
+
+
+def scan_messages(mail_dir: Path) -> dict[str, tuple[str, str]]:
+    """Message files of new/ and cur/ by base name; like Dovecot, names starting with
+    '.' or ':' and names with CR/LF are not messages, and the first copy of a base wins."""
+    files: dict[str, tuple[str, str]] = {}
+    for sub in ("cur", "new"):
+        try:
+            names = os.listdir(mail_dir / sub)
+        except FileNotFoundError:
+            continue
+        for name in names:
+            if name.startswith((".", ":")) or "\n" in name or "\r" in name:
+                continue
+            base = split_name(name)[0]
+            files.setdefault(base, (sub, name))
+    return files
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def read_folder(paths: FolderPaths) -> FolderState:
+    raw = _read_bytes(paths.uidlist)
+    uidlist = parse_uidlist(raw) if raw is not None else None
+    keywords = KeywordMap(parse_keywords(_read_bytes(paths.keywords)))
+    files = scan_messages(paths.mail)
+    if uidlist is not None and any(rec.base not in files for rec in uidlist.records):
+        # a concurrent flag rename can hide a file from one readdir pass
+        for base, where in scan_messages(paths.mail).items():
+            files.setdefault(base, where)
+    return FolderState(uidlist, raw, keywords, files, ChangeTracker.load(paths.sidecar))
+
+
+# -- planning ------------------------------------------------------------------------
+
+
+@dataclass
+class Message:
+    """One live message as the folder shows it."""
+
+    uid: int
+    record: UidlistRecord
+    subdir: str
+    filename: str
+    info: FileInfo
+    flags: int
+    keywords: frozenset[str]
+
+    @property
+    def guid(self) -> str:
+        return self.record.ext.get("G") or self.record.base
+
+
+@dataclass
+class SyncPlan:
+    uidlist: Uidlist
+    messages: dict[int, Message]
+    tracker: ChangeTracker
+    write_uidlist: bool = False
+    write_keywords: bool = False
+    write_tracker: bool = False
+    new_uids: list[int] = field(default_factory=list)
+
+    @property
+    def needs_write(self) -> bool:
+        return self.write_uidlist or self.write_keywords or self.write_tracker
+
+
+def message_keywords(info: FileInfo, keywords: KeywordMap) -> frozenset[str]:
+    return frozenset(keywords.name_for(idx) for idx in info.keyword_idx)
+
+
+def plan_sync(state: FolderState, ctx: StoreContext, *, first_free_uid: int = 0) -> SyncPlan:
+    """What a sync of `state` changes. New files get UIDs from max(next_uid,
+    first_free_uid) in Dovecot's order; a missing/corrupt uidlist is recreated."""
+    uidlist = state.uidlist.copy() if state.uidlist is not None else None
+    write_uidlist = False
+    if uidlist is None or uidlist.version != 3 or uidlist.guid is None:
+        write_uidlist = True
+        if uidlist is None:
+            uidlist = Uidlist(ctx.allocate_uid_validity(), 1, None)
+        uidlist.version = 3
+        if uidlist.guid is None:
+            uidlist.guid = ctx.new_guid()
+    known = {rec.base for rec in uidlist.records}
+    unknown = sorted(
+        (state.files[b][1] for b in state.files if b not in known),
+        key=functools.cmp_to_key(sort_cmp),
+    )
+    uid = max(uidlist.next_uid, first_free_uid)
+    new_uids: list[int] = []
+    for name in unknown:
+        uidlist.records.append(UidlistRecord(uid, split_name(name)[0]))
+        new_uids.append(uid)
+        uid += 1
+    write_uidlist = write_uidlist or bool(new_uids)
+    messages = _live_messages(uidlist, state)
+    tracker = _plan_tracker(state, uidlist, messages)
+    write_tracker = state.tracker is None or tracker != state.tracker
+    return SyncPlan(
+        uidlist, messages, tracker, write_uidlist, state.keywords.changed, write_tracker, new_uids
+    )
+
+
+def _live_messages(uidlist: Uidlist, state: FolderState) -> dict[int, Message]:
+    messages: dict[int, Message] = {}
+    for rec in uidlist.records:
+        where = state.files.get(rec.base)
+        if where is None:
+            continue
+        info = parse_info(split_name(where[1])[1])
+        kws = message_keywords(info, state.keywords)
+        messages[rec.uid] = Message(rec.uid, rec, where[0], where[1], info, info.flags, kws)
+    return messages
+
+
+def _plan_tracker(
+    state: FolderState, uidlist: Uidlist, messages: dict[int, Message]
+) -> ChangeTracker:
+    assert uidlist.guid is not None
+    old = state.tracker
+    lettered = {n.casefold() for n in state.keywords.names if n is not None}
+    current: dict[int, MessageState] = {}
+    for uid, msg in messages.items():
+        kws = msg.keywords
+        snap = old.msgs.get(uid) if old is not None else None
+        if snap is not None:
+            # keywords beyond the 26 letters live only in the tracker (like Dovecot's index)
+            kws = kws | {k for k in snap.keywords if k.casefold() not in lettered}
+            msg.keywords = kws
+        current[uid] = MessageState(msg.flags, kws, msg.guid)
+    if old is None:
+        in_new = [uid for uid, m in messages.items() if m.subdir == "new"]
+        first_recent = min(in_new) if in_new else uidlist.next_uid
+        return ChangeTracker.fresh(uidlist.uid_validity, uidlist.guid, current, first_recent)
+    tracker = old.copy()
+    tracker.reconcile(uidlist.uid_validity, uidlist.guid, current)
+    return tracker
+
+
+# -- writing -------------------------------------------------------------------------
+
+
+def write_keywords(paths: FolderPaths, keywords: KeywordMap) -> None:
+    """Replace dovecot-keywords through `dovecot-keywords.lock`, as Dovecot does while
+    holding the uidlist lock (maildir-keywords.c)."""
+    lock = paths.keywords.with_name(KEYWORDS + ".lock")
+    lock.unlink(missing_ok=True)
+    write_synced(lock, serialize_keywords(keywords.names), exclusive=True)
+    os.replace(lock, paths.keywords)
+    keywords.changed = False
+
+
+def uidlist_for_rewrite(uidlist: Uidlist, live_uids: set[int]) -> Uidlist:
+    """The uidlist without lines of vanished files, N kept at the true next UID."""
+    return Uidlist(
+        uidlist.uid_validity,
+        uidlist.next_uid,
+        uidlist.guid,
+        [rec for rec in uidlist.records if rec.uid in live_uids],
+        list(uidlist.hdr_extra),
+    )
+
+
+def write_uidlist(
+    paths: FolderPaths, old: Uidlist | None, old_raw: bytes | None, new: Uidlist, live: set[int]
+) -> None:
+    """Append the new records when `new` only extends `old`, else rewrite the file
+    without the lines of vanished files (dovecot-uidlist.tmp + fsync + rename).
+    A failed append is truncated away."""
+    if (
+        old is None
+        or old_raw is None
+        or old.version != 3
+        or not old_raw.endswith(b"\n")
+        or (old.uid_validity, old.hdr_next_uid, old.guid, old.hdr_extra)
+        != (new.uid_validity, new.hdr_next_uid, new.guid, new.hdr_extra)
+        or new.records[: len(old.records)] != old.records
+    ):
+        tmp = paths.uidlist.with_name(UIDLIST + ".tmp")
+        write_synced(tmp, uidlist_for_rewrite(new, live).serialize())
+        try:
+            os.replace(tmp, paths.uidlist)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return
+    data = "".join(rec.line() for rec in new.records[len(old.records) :]).encode(
+        "utf-8", "surrogateescape"
+    )
+    if not data:
+        return
+    fd = os.open(paths.uidlist, os.O_WRONLY | os.O_APPEND, FILE_MODE)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            write_all(fd, data)
+            os.fsync(fd)
+        except BaseException:
+            os.ftruncate(fd, size)
+            raise
+    finally:
+        os.close(fd)
+
+
+def write_tracker(paths: FolderPaths, tracker: ChangeTracker) -> None:
+    replace_file(paths.sidecar, tracker.serialize())

@@ -1,0 +1,210 @@
+"""An opened maildir folder: a view of one sync, refreshed on demand.
+
+Opening or refreshing runs the folder sync of maildir_folder (UIDs for new files,
+tracker modseqs for other programs' changes) and keeps the resulting plan as the view.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+from ..errors import MailboxNotFoundError
+from .base import Mailbox, MailboxStatus, MessageChange, MessageInfo, Transaction
+from .maildir_files import dotlock, fsync_dir, makedirs, storage_error
+from .maildir_folder import (
+    SUBDIRS,
+    FolderPaths,
+    FolderState,
+    Message,
+    StoreContext,
+    SyncPlan,
+    plan_sync,
+    read_folder,
+    scan_messages,
+    write_keywords,
+    write_tracker,
+    write_uidlist,
+)
+from .maildir_uidlist import size_from_base
+
+_CHUNK = 1 << 16
+
+
+def count_vsize(fh: BinaryIO) -> int:
+    """Size with every bare LF counted as CRLF (the `,W=` value)."""
+    size = bare = 0
+    prev = b""
+    while chunk := fh.read(_CHUNK):
+        size += len(chunk)
+        bare += chunk.count(b"\n") - chunk.count(b"\r\n")
+        if chunk.startswith(b"\n") and prev.endswith(b"\r"):
+            bare -= 1
+        prev = chunk
+    return size + bare
+
+
+class MaildirMailbox(Mailbox):
+    def __init__(self, vname: str, paths: FolderPaths, ctx: StoreContext) -> None:
+        self.vname = vname
+        self.paths = paths
+        self.ctx = ctx
+        self._plan: SyncPlan | None = None
+        self._infos: list[MessageInfo] | None = None
+        self._vsizes: dict[str, int] = {}
+        self.refresh()
+
+    # -- sync --
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold dovecot-uidlist.lock (storage-formats.md §1.9)."""
+        if self.paths.control != self.paths.mail:
+            try:
+                makedirs(self.paths.control)
+            except OSError as exc:
+                raise storage_error(exc, f"creating {self.paths.control}") from exc
+        with dotlock(self.paths.uidlist, self.ctx.hostname):
+            yield
+
+    def refresh(self) -> None:
+        try:
+            self._ensure_subdirs()
+            state = read_folder(self.paths)
+            plan = None
+            if state.uidlist is not None and state.uidlist.guid is not None:
+                plan = plan_sync(state, self.ctx)
+            if plan is None or plan.needs_write:
+                with self.locked():
+                    state = read_folder(self.paths)
+                    plan = plan_sync(state, self.ctx)
+                    self.apply_plan(state, plan)
+        except OSError as exc:
+            raise storage_error(exc, f"syncing mailbox {self.vname}") from exc
+        self.set_plan(plan)
+
+    def _ensure_subdirs(self) -> None:
+        """Missing cur/new/tmp are re-created on open, as Dovecot does."""
+        if not self.paths.mail.is_dir():
+            raise MailboxNotFoundError(f"Mailbox doesn't exist: {self.vname}")
+        for sub in SUBDIRS:
+            path = self.paths.mail / sub
+            if not path.is_dir():
+                os.makedirs(path, mode=0o700, exist_ok=True)
+
+    def apply_plan(self, state: FolderState, plan: SyncPlan) -> None:
+        """Write what a plan changed (caller holds the lock)."""
+        if plan.write_keywords:
+            write_keywords(self.paths, state.keywords)
+        if plan.write_uidlist:
+            write_uidlist(
+                self.paths, state.uidlist, state.uidlist_raw, plan.uidlist, set(plan.messages)
+            )
+            fsync_dir(self.paths.control)
+        if plan.write_tracker:
+            makedirs(self.paths.index)
+            write_tracker(self.paths, plan.tracker)
+
+    def set_plan(self, plan: SyncPlan) -> None:
+        self._plan = plan
+        self._infos = None
+
+    @property
+    def plan(self) -> SyncPlan:
+        assert self._plan is not None
+        return self._plan
+
+    # -- reads --
+
+    def status(self) -> MailboxStatus:
+        plan = self.plan
+        assert plan.uidlist.guid is not None
+        return MailboxStatus(
+            guid=plan.uidlist.guid,
+            uid_validity=plan.uidlist.uid_validity,
+            uid_next=plan.uidlist.next_uid,
+            messages=len(plan.messages),
+            first_recent_uid=plan.tracker.first_recent_uid,
+            highest_modseq=plan.tracker.highest_modseq,
+        )
+
+    def messages(self) -> Sequence[MessageInfo]:
+        if self._infos is None:
+            infos = []
+            for uid in sorted(self.plan.messages):
+                info = self._info(self.plan.messages[uid])
+                if info is not None:
+                    infos.append(info)
+            self._infos = infos
+        return list(self._infos)
+
+    def _info(self, msg: Message) -> MessageInfo | None:
+        path = self.locate(msg)
+        if path is None:
+            return None
+        st = path.stat()
+        snap = self.plan.tracker.msgs.get(msg.uid)
+        ext = msg.record.ext
+        size = _int_or_none(ext.get("S")) or size_from_base(msg.record.base, "S") or st.st_size
+        vsize = _int_or_none(ext.get("W")) or size_from_base(msg.record.base, "W")
+        return MessageInfo(
+            uid=msg.uid,
+            guid=msg.guid,
+            flags=msg.flags,
+            keywords=msg.keywords,
+            modseq=snap.modseq if snap is not None else 1,
+            received_date=int(st.st_mtime),
+            saved_date=(snap.saved_date if snap is not None else 0) or int(st.st_ctime),
+            virtual_size=vsize if vsize is not None else self._vsize(msg, path),
+            physical_size=size,
+            pop3_uidl=ext.get("P", ""),
+            pop3_order=_int_or_none(ext.get("O")) or 0,
+        )
+
+    def _vsize(self, msg: Message, path: Path) -> int:
+        if msg.record.base not in self._vsizes:
+            with open(path, "rb") as fh:
+                self._vsizes[msg.record.base] = count_vsize(fh)
+        return self._vsizes[msg.record.base]
+
+    def locate(self, msg: Message) -> Path | None:
+        """The message's current path; flag renames by others are followed by a rescan."""
+        path = self.paths.mail / msg.subdir / msg.filename
+        if path.exists():
+            return path
+        where = scan_messages(self.paths.mail).get(msg.record.base)
+        if where is None:
+            return None
+        msg.subdir, msg.filename = where
+        return self.paths.mail / where[0] / where[1]
+
+    def changes_since(self, modseq: int) -> list[MessageChange] | None:
+        return self.plan.tracker.changes_since(modseq)
+
+    def open_message(self, uid: int) -> BinaryIO:
+        msg = self.plan.messages.get(uid)
+        for _ in range(3):
+            path = self.locate(msg) if msg is not None else None
+            if path is None:
+                break
+            try:
+                return open(path, "rb")
+            except FileNotFoundError:
+                continue  # renamed between locate and open
+            except OSError as exc:
+                raise storage_error(exc, f"opening {path}") from exc
+        raise MailboxNotFoundError(f"Message UID={uid} is expunged in {self.vname}")
+
+    def transaction(self) -> Transaction:
+        from .maildir_transaction import MaildirTransaction
+
+        return MaildirTransaction(self)
+
+
+def _int_or_none(text: str | None) -> int | None:
+    if text is None or not text.isdigit():
+        return None
+    return int(text)

@@ -1,0 +1,259 @@
+"""pydsync's change tracker for one maildir folder (the `pydsync-changes` sidecar).
+
+Dovecot keeps modseqs in its binary index, which pydsync does not write. Instead this
+sidecar holds highest_modseq, a per-UID (modseq, flags, keywords, GUID) snapshot and a
+bounded log of changes, each marked whether dsync made it (dsync-algorithm.md §3.4).
+Comparing the snapshot with the directory turns other programs' work into modseqs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .base import MessageChange, guid128
+
+SIDECAR_NAME = "pydsync-changes"
+MAX_LOG_RECORDS = 10000
+_FORMAT = "pydsync-changes/1"
+
+
+@dataclass(frozen=True)
+class MessageState:
+    """What the directory shows of one message (flags use protocol bits)."""
+
+    flags: int
+    keywords: frozenset[str]
+    guid: str
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    modseq: int
+    flags: int
+    keywords: frozenset[str]
+    guid: str
+    saved_date: int = 0
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    modseq: int
+    uid: int
+    dsync: bool
+    expunged: bool = False
+    guid128: bytes | None = None
+    add_flags: int = 0
+    remove_flags: int = 0
+    keyword_ops: tuple[str, ...] = ()
+
+
+def keyword_ops(old: frozenset[str], new: frozenset[str]) -> tuple[str, ...]:
+    return tuple(f"-{k}" for k in sorted(old - new)) + tuple(f"+{k}" for k in sorted(new - old))
+
+
+@dataclass
+class ChangeTracker:
+    uid_validity: int
+    mailbox_guid: bytes
+    highest_modseq: int = 1
+    first_recent_uid: int = 1
+    log_floor: int = 1  # every change with modseq > log_floor is still in `log`
+    msgs: dict[int, Snapshot] = field(default_factory=dict)
+    log: list[LogRecord] = field(default_factory=list)
+
+    # -- construction and persistence --
+
+    @classmethod
+    def fresh(
+        cls,
+        uid_validity: int,
+        mailbox_guid: bytes,
+        current: dict[int, MessageState],
+        first_recent_uid: int,
+    ) -> ChangeTracker:
+        """State for a folder pydsync has not tracked: every message at modseq 1."""
+        msgs = {uid: Snapshot(1, st.flags, st.keywords, st.guid) for uid, st in current.items()}
+        return cls(uid_validity, mailbox_guid, 1, first_recent_uid, 1, msgs)
+
+    @classmethod
+    def load(cls, path: Path) -> ChangeTracker | None:
+        """The stored tracker, or None when missing or unreadable."""
+        try:
+            raw = json.loads(path.read_bytes())
+            return cls._from_json(raw)
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
+            return None
+
+    @classmethod
+    def _from_json(cls, raw: dict[str, Any]) -> ChangeTracker | None:
+        if raw.get("format") != _FORMAT:
+            return None
+        msgs = {
+            int(uid): Snapshot(int(m), int(f), frozenset(map(str, kws)), str(g), int(sd))
+            for uid, m, f, kws, g, sd in raw["msgs"]
+        }
+        log = [
+            LogRecord(
+                int(m), int(uid), bool(d), bool(e),
+                bytes.fromhex(g) if g else None, int(a), int(r), tuple(map(str, ops)),
+            )
+            for m, uid, d, e, g, a, r, ops in raw["log"]
+        ]  # fmt: skip
+        return cls(
+            int(raw["uid_validity"]),
+            bytes.fromhex(raw["mailbox_guid"]),
+            int(raw["highest_modseq"]),
+            int(raw["first_recent_uid"]),
+            int(raw["log_floor"]),
+            msgs,
+            log,
+        )
+
+    def serialize(self) -> bytes:
+        msgs = [
+            [uid, s.modseq, s.flags, sorted(s.keywords), s.guid, s.saved_date]
+            for uid, s in sorted(self.msgs.items())
+        ]
+        log = [
+            [r.modseq, r.uid, int(r.dsync), int(r.expunged),
+             r.guid128.hex() if r.guid128 else "", r.add_flags, r.remove_flags,
+             list(r.keyword_ops)]
+            for r in self.log
+        ]  # fmt: skip
+        doc = {
+            "format": _FORMAT,
+            "uid_validity": self.uid_validity,
+            "mailbox_guid": self.mailbox_guid.hex(),
+            "highest_modseq": self.highest_modseq,
+            "first_recent_uid": self.first_recent_uid,
+            "log_floor": self.log_floor,
+            "msgs": msgs,
+            "log": log,
+        }
+        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode(
+            "utf-8", "surrogateescape"
+        )
+
+    def copy(self) -> ChangeTracker:
+        return replace(self, msgs=dict(self.msgs), log=list(self.log))
+
+    # -- noticing other programs' changes --
+
+    def reconcile(
+        self, uid_validity: int, mailbox_guid: bytes, current: dict[int, MessageState]
+    ) -> bool:
+        """Bring the snapshot to `current` as one non-dsync change; True if anything changed."""
+        if uid_validity != self.uid_validity or mailbox_guid != self.mailbox_guid:
+            self._reset(uid_validity, mailbox_guid, current)
+            return True
+        modseq = self.highest_modseq + 1
+        changed = False
+        for uid in sorted(self.msgs.keys() - current.keys()):
+            self.expunged(uid, modseq, dsync=False)
+            changed = True
+        for uid, state in sorted(current.items()):
+            snap = self.msgs.get(uid)
+            if snap is None:
+                self.msgs[uid] = Snapshot(modseq, state.flags, state.keywords, state.guid)
+                changed = True
+            elif (snap.flags, snap.keywords) != (state.flags, state.keywords):
+                self.set_flags(uid, state.flags, state.keywords, modseq, dsync=False)
+                changed = True
+            elif snap.guid != state.guid:
+                self.msgs[uid] = replace(snap, guid=state.guid)
+                changed = True
+        if changed:
+            self.highest_modseq = max(self.highest_modseq, modseq)
+            self._trim()
+        return changed
+
+    def _reset(
+        self, uid_validity: int, mailbox_guid: bytes, current: dict[int, MessageState]
+    ) -> None:
+        """The folder was recreated under us: old UIDs mean nothing, the log restarts."""
+        modseq = self.highest_modseq + 1
+        self.uid_validity, self.mailbox_guid = uid_validity, mailbox_guid
+        self.msgs = {
+            uid: Snapshot(modseq, st.flags, st.keywords, st.guid) for uid, st in current.items()
+        }
+        self.log = []
+        self.highest_modseq = self.log_floor = modseq
+
+    # -- recording changes (dsync writes and reconcile) --
+
+    def next_modseq(self, min_modseq: int = 0) -> int:
+        return max(self.highest_modseq + 1, min_modseq)
+
+    def saved(self, uid: int, state: MessageState, modseq: int, saved_date: int = 0) -> None:
+        self.msgs[uid] = Snapshot(modseq, state.flags, state.keywords, state.guid, saved_date)
+        self.highest_modseq = max(self.highest_modseq, modseq)
+
+    def set_flags(
+        self, uid: int, flags: int, keywords: frozenset[str], modseq: int, *, dsync: bool
+    ) -> None:
+        snap = self.msgs[uid]
+        self.log.append(
+            LogRecord(
+                modseq, uid, dsync,
+                add_flags=flags & ~snap.flags, remove_flags=snap.flags & ~flags,
+                keyword_ops=keyword_ops(snap.keywords, keywords),
+            )
+        )  # fmt: skip
+        self.msgs[uid] = replace(snap, modseq=modseq, flags=flags, keywords=keywords)
+        self.highest_modseq = max(self.highest_modseq, modseq)
+
+    def expunged(self, uid: int, modseq: int, *, dsync: bool, guid: str = "") -> None:
+        snap = self.msgs.pop(uid, None)
+        guid = guid or (snap.guid if snap is not None else "")
+        key = guid128(guid) if guid else None
+        self.log.append(LogRecord(modseq, uid, dsync, expunged=True, guid128=key))
+        self.highest_modseq = max(self.highest_modseq, modseq)
+
+    def _trim(self) -> None:
+        """Keep at most MAX_LOG_RECORDS, dropping whole modseqs from the old end."""
+        if len(self.log) <= MAX_LOG_RECORDS:
+            return
+        cut = self.log[len(self.log) - MAX_LOG_RECORDS - 1].modseq
+        self.log = [r for r in self.log if r.modseq > cut]
+        self.log_floor = max(self.log_floor, cut)
+
+    def finish_commit(self) -> None:
+        self._trim()
+
+    # -- answering dsync --
+
+    def changes_since(self, modseq: int) -> list[MessageChange] | None:
+        """Merged non-dsync changes (and all expunges) newer than `modseq`, by UID."""
+        if modseq != 0 and modseq < self.log_floor:
+            return None
+        merged: dict[int, MessageChange] = {}
+        for rec in self.log:
+            if rec.modseq <= modseq or (rec.dsync and not rec.expunged):
+                continue
+            prev = merged.get(rec.uid)
+            if prev is not None and prev.expunged:
+                continue  # an expunge ends the UID's history
+            merged[rec.uid] = _merge(prev, rec)
+        return [merged[uid] for uid in sorted(merged)]
+
+
+def _merge(prev: MessageChange | None, rec: LogRecord) -> MessageChange:
+    """Fold one log record into a UID's change (dsync-transaction-log-scan.c rules)."""
+    modseq = max(rec.modseq, prev.modseq if prev else 0)
+    if rec.expunged:
+        key = rec.guid128 if rec.guid128 is not None else (prev.guid128 if prev else None)
+        return MessageChange(rec.uid, modseq, expunged=True, guid128=key)
+    add, remove, ops = (
+        (prev.add_flags, prev.remove_flags, list(prev.keyword_ops)) if prev else (0, 0, [])
+    )
+    add = (add | rec.add_flags) & ~rec.remove_flags
+    remove = (remove & ~rec.add_flags) | rec.remove_flags
+    for op in rec.keyword_ops:
+        ops = [o for o in ops if o[1:] != op[1:]]
+        ops.append(op)
+    return MessageChange(
+        rec.uid, modseq, add_flags=add, remove_flags=remove, keyword_ops=tuple(ops)
+    )

@@ -1,0 +1,450 @@
+"""Writes to one maildir folder, made visible together by commit().
+
+Bodies go to tmp/ (fsync'ed) when saved. commit() takes the uidlist lock, syncs the
+folder, renames files (new mail into cur/, flag changes in place, expunged mail back
+into tmp/), fsyncs each touched directory once, then writes dovecot-uidlist — the
+commit point — and the pydsync-changes tracker. Any failure before the commit point
+undoes the renames, so the store is left as it was (storage-formats.md §1.10).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import MailboxNotFoundError, MailError, StorageError
+from .base import NewMessage, Transaction
+from .maildir_files import FILE_MODE, fsync_dir, storage_error, write_all, write_synced
+from .maildir_folder import (
+    FolderState,
+    Message,
+    plan_sync,
+    read_folder,
+    write_keywords,
+    write_uidlist,
+)
+from .maildir_tracker import ChangeTracker, MessageState
+from .maildir_uidlist import (
+    ALL_FLAGS,
+    FileInfo,
+    KeywordMap,
+    Uidlist,
+    UidlistRecord,
+    build_filename,
+    usable_base,
+    valid_guid_text,
+)
+
+if TYPE_CHECKING:
+    from .maildir_mailbox import MaildirMailbox
+
+_CHUNK = 1 << 16
+
+
+@dataclass
+class _Save:
+    message: NewMessage  # body already consumed
+    tmp_path: Path
+    size: int
+    vsize: int
+
+
+@dataclass
+class _FlagOp:
+    uid: int
+    add_flags: int
+    remove_flags: int
+    add_keywords: frozenset[str]
+    remove_keywords: frozenset[str]
+    min_modseq: int
+
+
+@dataclass
+class _Work:
+    """A message as it will be after the commit."""
+
+    record: UidlistRecord
+    subdir: str
+    src: Path  # where the file is now
+    info: FileInfo
+    flags: int
+    keywords: frozenset[str]
+    guid: str
+    modseq: int = 0  # set when this commit changes the message
+    saved_date: int = 0
+    touched: bool = False  # flags, keywords or name change
+    added: bool = False  # saved or moved here by this commit
+    trash: bool = False  # expunged by this commit
+
+
+@dataclass
+class _Journal:
+    """Renames done so far, for undo."""
+
+    done: list[tuple[Path, Path]] = field(default_factory=list)
+    dirs: set[Path] = field(default_factory=set)
+
+    def rename(self, src: Path, dst: Path) -> None:
+        if src == dst:
+            return
+        if dst.exists():
+            raise StorageError(f"rename target exists: {dst}")
+        os.rename(src, dst)
+        self.done.append((src, dst))
+        self.dirs.update((src.parent, dst.parent))
+
+    def undo(self) -> None:
+        for src, dst in reversed(self.done):
+            try:
+                os.rename(dst, src)
+            except OSError:
+                pass
+        self.done.clear()
+
+
+def _check_keywords(keywords: frozenset[str]) -> None:
+    for kw in keywords:
+        if not kw or any(c in kw for c in "\r\n\x00 "):
+            raise StorageError(f"Invalid keyword: {kw!r}", MailError.PARAMS)
+
+
+class MaildirTransaction(Transaction):
+    def __init__(self, box: MaildirMailbox) -> None:
+        self._box = box
+        self._start_uid_next = box.status().uid_next
+        self._saves: dict[int, _Save] = {}
+        self._flag_ops: list[_FlagOp] = []
+        self._expunges: list[int] = []
+        self._moves: dict[int, int] = {}
+        self._uid_validity = 0
+        self._guid: bytes | None = None
+        self._uid_next = 0
+        self._highest_modseq = 0
+        self._first_recent_uid = 0
+        self._closed = False
+
+    # -- recording --
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageError("Transaction already finished", MailError.NOTPOSSIBLE)
+
+    def _check_new_uid(self, uid: int) -> None:
+        taken = uid in self._saves or uid in self._moves.values()
+        if uid < self._start_uid_next or taken or not 0 < uid < 0xFFFFFFFF:
+            raise StorageError(f"UID {uid} is not free for saving", MailError.NOTPOSSIBLE)
+
+    def save(self, message: NewMessage) -> None:
+        self._check_open()
+        self._check_new_uid(message.uid)
+        for text in (message.guid, message.pop3_uidl):
+            if text and not valid_guid_text(text):
+                raise StorageError(f"Not storable in dovecot-uidlist: {text!r}", MailError.PARAMS)
+        _check_keywords(message.keywords)
+        tmp_path = self._box.paths.mail / "tmp" / self._box.ctx.unique_name()
+        try:
+            size, vsize = self._write_body(message, tmp_path)
+        except OSError as exc:
+            tmp_path.unlink(missing_ok=True)
+            raise storage_error(exc, f"saving UID {message.uid}") from exc
+        self._saves[message.uid] = _Save(replace(message, body=None), tmp_path, size, vsize)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _write_body(message: NewMessage, tmp_path: Path) -> tuple[int, int]:
+        fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        size = bare = 0
+        prev_cr = False
+        try:
+            while chunk := message.body.read(_CHUNK):
+                write_all(fd, chunk)
+                size += len(chunk)
+                bare += chunk.count(b"\n") - chunk.count(b"\r\n")
+                if prev_cr and chunk.startswith(b"\n"):
+                    bare -= 1
+                prev_cr = chunk.endswith(b"\r")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return size, size + bare
+
+    def update_flags(
+        self,
+        uid: int,
+        add_flags: int = 0,
+        remove_flags: int = 0,
+        add_keywords: frozenset[str] = frozenset(),
+        remove_keywords: frozenset[str] = frozenset(),
+        min_modseq: int = 0,
+    ) -> None:
+        self._check_open()
+        _check_keywords(add_keywords)
+        self._flag_ops.append(
+            _FlagOp(uid, add_flags, remove_flags, add_keywords, remove_keywords, min_modseq)
+        )
+
+    def expunge(self, uid: int) -> None:
+        self._check_open()
+        self._expunges.append(uid)
+
+    def move(self, uid: int, new_uid: int) -> None:
+        self._check_open()
+        self._check_new_uid(new_uid)
+        self._moves[uid] = new_uid
+
+    def set_uid_validity(self, uid_validity: int) -> None:
+        self._check_open()
+        if not 0 < uid_validity <= 0xFFFFFFFF:
+            raise StorageError(f"Invalid UIDVALIDITY {uid_validity}", MailError.PARAMS)
+        self._uid_validity = uid_validity
+
+    def set_guid(self, guid: bytes) -> None:
+        self._check_open()
+        if len(guid) != 16 or guid == bytes(16):
+            raise StorageError("Invalid mailbox GUID", MailError.PARAMS)
+        self._guid = guid
+
+    def raise_uid_next(self, uid_next: int) -> None:
+        self._check_open()
+        self._uid_next = max(self._uid_next, uid_next)
+
+    def raise_highest_modseq(self, modseq: int) -> None:
+        self._check_open()
+        self._highest_modseq = max(self._highest_modseq, modseq)
+
+    def raise_first_recent_uid(self, uid: int) -> None:
+        self._check_open()
+        self._first_recent_uid = max(self._first_recent_uid, uid)
+
+    # -- finishing --
+
+    def rollback(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._drop_tmp_files()
+
+    def _drop_tmp_files(self) -> None:
+        for save in self._saves.values():
+            save.tmp_path.unlink(missing_ok=True)
+
+    def _is_empty(self) -> bool:
+        return not (
+            self._saves or self._flag_ops or self._expunges or self._moves
+            or self._uid_validity or self._guid or self._uid_next
+            or self._highest_modseq or self._first_recent_uid
+        )  # fmt: skip
+
+    def commit(self) -> None:
+        self._check_open()
+        self._closed = True
+        if self._is_empty():
+            self._box.refresh()
+            return
+        try:
+            with self._box.locked():
+                self._commit_locked()
+        except OSError as exc:
+            raise storage_error(exc, f"committing to mailbox {self._box.vname}") from exc
+        finally:
+            self._drop_tmp_files()  # renamed away on success
+        self._box.refresh()
+
+    def _commit_locked(self) -> None:
+        paths = self._box.paths
+        if not (paths.mail / "cur").is_dir():
+            raise MailboxNotFoundError(f"Mailbox was deleted: {self._box.vname}")
+        state = read_folder(paths)
+        uid_map = self._map_new_uids(state.uidlist.next_uid if state.uidlist else 1)
+        first_free = max(uid_map.values()) + 1 if uid_map else 0
+        plan = plan_sync(state, self._box.ctx, first_free_uid=first_free)
+        uidlist, tracker = plan.uidlist, plan.tracker
+        work = self._build_work(plan.messages, state, tracker, uid_map)
+        journal = _Journal()
+        sidecar_tmp = paths.sidecar.with_name(paths.sidecar.name + ".tmp")
+        try:
+            letters = self._assign_letters(work, state.keywords)
+            if state.keywords.changed:
+                write_keywords(paths, state.keywords)
+            trash = self._rename_all(work, letters, journal)
+            for directory in journal.dirs:
+                fsync_dir(directory)
+            self._finish(uidlist, tracker, work)
+            os.makedirs(paths.index, mode=0o700, exist_ok=True)
+            write_synced(sidecar_tmp, tracker.serialize())
+            write_uidlist(paths, state.uidlist, state.uidlist_raw, uidlist, set(work))
+        except BaseException:
+            journal.undo()
+            sidecar_tmp.unlink(missing_ok=True)
+            raise
+        os.replace(sidecar_tmp, paths.sidecar)
+        fsync_dir(paths.control)
+        if paths.index != paths.control:
+            fsync_dir(paths.index)
+        for path in trash:
+            path.unlink(missing_ok=True)
+
+    def _map_new_uids(self, next_uid: int) -> dict[int, int]:
+        """Wanted new UID -> UID obtained. A UID another writer took meanwhile (a
+        delivery) moves the message to the next free one, as Dovecot's index does at
+        commit; dsync then repairs the UIDs (dsync-algorithm.md §3.6.8)."""
+        uid_map: dict[int, int] = {}
+        for wanted in sorted([*self._saves, *self._moves.values()]):
+            uid_map[wanted] = next_uid = max(wanted, next_uid)
+            next_uid += 1
+        return uid_map
+
+    def _build_work(
+        self,
+        messages: dict[int, Message],
+        state: FolderState,
+        tracker: ChangeTracker,
+        uid_map: dict[int, int],
+    ) -> dict[int, _Work]:
+        """The folder as it will be after this transaction."""
+        mail = self._box.paths.mail
+        modseq = tracker.next_modseq()
+        work: dict[int, _Work] = {}
+        for uid, msg in messages.items():
+            snap = tracker.msgs.get(uid)
+            work[uid] = _Work(
+                msg.record, msg.subdir, mail / msg.subdir / msg.filename, msg.info,
+                msg.flags, msg.keywords, msg.guid,
+                saved_date=snap.saved_date if snap is not None else 0,
+            )  # fmt: skip
+        for old_uid, new_uid in sorted(self._moves.items()):
+            if old_uid in work:
+                self._move(work, old_uid, uid_map[new_uid], modseq, tracker)
+        self._add_saves(work, state, modseq, uid_map)
+        for op in self._flag_ops:
+            item = work.get(uid_map.get(op.uid, op.uid))
+            if item is None:
+                continue  # expunged meanwhile: nothing to do, like Dovecot
+            flags = ((item.flags | op.add_flags) & ~op.remove_flags) & ALL_FLAGS
+            kws = (item.keywords | op.add_keywords) - op.remove_keywords
+            if (flags, kws) != (item.flags, item.keywords) or op.min_modseq > item.modseq:
+                item.flags, item.keywords, item.touched = flags, kws, True
+                item.modseq = max(item.modseq, modseq, op.min_modseq)
+        for wanted in self._expunges:
+            uid = uid_map.get(wanted, wanted)
+            item = work.get(uid)
+            if item is not None and not item.trash:
+                item.trash = True
+                tracker.expunged(uid, modseq, dsync=True, guid=item.guid)
+        return work
+
+    def _move(
+        self, work: dict[int, _Work], old_uid: int, new_uid: int, modseq: int,
+        tracker: ChangeTracker,
+    ) -> None:  # fmt: skip
+        """A new UID needs a new base name (Dovecot would see the old base as the old
+        UID); the GUID is kept in the `G` key. The old UID is expunged."""
+        item = work.pop(old_uid)
+        base = item.record.base
+        extras = base[base.index(",S=") :] if ",S=" in base else f",S={item.src.stat().st_size}"
+        ext = dict(item.record.ext)
+        ext["G"] = item.guid
+        item.record = UidlistRecord(new_uid, self._box.ctx.unique_name() + extras, ext)
+        item.touched, item.added, item.modseq = True, True, modseq
+        tracker.expunged(old_uid, modseq, dsync=True)
+        work[new_uid] = item
+
+    def _add_saves(
+        self, work: dict[int, _Work], state: FolderState, modseq: int, uid_map: dict[int, int]
+    ) -> None:
+        taken = set(state.files) | {w.record.base for w in work.values()}
+        for wanted, save in sorted(self._saves.items()):
+            uid = uid_map[wanted]
+            msg = save.message
+            ext: dict[str, str] = {}
+            if usable_base(msg.guid, save.size, save.vsize) and msg.guid not in taken:
+                base = msg.guid
+            else:
+                base = f"{save.tmp_path.name},S={save.size},W={save.vsize}"
+                if msg.guid:
+                    ext["G"] = msg.guid
+            if msg.pop3_uidl:
+                ext["P"] = msg.pop3_uidl
+            if msg.pop3_order:
+                ext["O"] = str(msg.pop3_order)
+            taken.add(base)
+            if msg.received_date:
+                os.utime(save.tmp_path, (msg.received_date, msg.received_date))
+            work[uid] = _Work(
+                UidlistRecord(uid, base, ext), "cur", save.tmp_path, _NO_INFO,
+                msg.flags & ALL_FLAGS, msg.keywords, msg.guid or base,
+                modseq=max(modseq, msg.min_modseq), saved_date=msg.saved_date,
+                touched=True, added=True,
+            )  # fmt: skip
+
+    @staticmethod
+    def _assign_letters(work: dict[int, _Work], keywords: KeywordMap) -> dict[int, frozenset[int]]:
+        """Letters for the keywords of changed messages (names canonicalised to the
+        folder's spelling); keywords beyond 26 letters stay only in the tracker."""
+        letters: dict[int, frozenset[int]] = {}
+        for uid, item in work.items():
+            if not item.touched or item.trash:
+                continue
+            idxs: set[int] = set()
+            names: set[str] = set()
+            for kw in sorted(item.keywords):
+                idx = keywords.index_or_create(kw)
+                if idx is None:
+                    names.add(kw)
+                else:
+                    idxs.add(idx)
+                    names.add(keywords.name_for(idx))
+            item.keywords = frozenset(names)
+            letters[uid] = frozenset(idxs)
+        return letters
+
+    def _rename_all(
+        self, work: dict[int, _Work], letters: dict[int, frozenset[int]], journal: _Journal
+    ) -> list[Path]:
+        """Put every changed file in place; expunged files go to tmp/ until committed."""
+        mail = self._box.paths.mail
+        trash: list[Path] = []
+        for uid, item in sorted(work.items()):
+            if item.trash:
+                dest = mail / "tmp" / self._box.ctx.unique_name()
+                journal.rename(item.src, dest)
+                trash.append(dest)
+            elif item.touched:
+                name = build_filename(item.record.base, item.flags, letters[uid], item.info)
+                journal.rename(item.src, mail / item.subdir / name)
+        return trash
+
+    def _finish(self, uidlist: Uidlist, tracker: ChangeTracker, work: dict[int, _Work]) -> None:
+        """The uidlist and tracker after the commit."""
+        next_uid = uidlist.next_uid
+        uidlist.records = sorted((w.record for w in work.values() if not w.trash), key=_uid_of)
+        # N must never go down, even when the highest UIDs were expunged
+        uidlist.hdr_next_uid = max(
+            uidlist.hdr_next_uid, self._uid_next,
+            next_uid if uidlist.next_uid < next_uid else 0,
+        )  # fmt: skip
+        if uidlist.next_uid > 0xFFFFFFFF:
+            raise StorageError("UIDNEXT out of range", MailError.PARAMS)
+        if self._uid_validity:
+            uidlist.uid_validity = tracker.uid_validity = self._uid_validity
+        if self._guid is not None:
+            uidlist.guid = tracker.mailbox_guid = self._guid
+        for uid, item in sorted(work.items()):
+            if item.trash or not item.touched:
+                continue
+            state = MessageState(item.flags, item.keywords, item.guid)
+            if item.added:
+                tracker.saved(uid, state, item.modseq, item.saved_date)
+            else:
+                tracker.set_flags(uid, item.flags, item.keywords, item.modseq, dsync=True)
+        tracker.highest_modseq = max(tracker.highest_modseq, self._highest_modseq)
+        tracker.first_recent_uid = max(tracker.first_recent_uid, self._first_recent_uid)
+        tracker.finish_commit()
+
+
+_NO_INFO = FileInfo(0, frozenset(), "", "")
+
+
+def _uid_of(record: UidlistRecord) -> int:
+    return record.uid
