@@ -6,10 +6,12 @@ import os
 import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from rawlog_parse import parse_rawlog
 
 from pydsync_server.errors import IOStalledError
 from pydsync_server.transport.duplex import DuplexStream
@@ -179,14 +181,14 @@ def test_write_to_a_vanished_peer_raises_oserror() -> None:
         os.close(from_peer_w)
 
 
-def test_rawlog_holds_exactly_the_bytes_of_each_direction(tmp_path: object) -> None:
-    prefix = os.path.join(str(tmp_path), "raw")
+def test_rawlog_holds_exactly_the_bytes_of_each_direction(tmp_path: Path) -> None:
+    path = str(tmp_path / "raw")
     a_to_b = os.pipe()
     b_to_a = os.pipe()
-    a = DuplexStream(b_to_a[0], a_to_b[1], rawlog=prefix)
+    a = DuplexStream(b_to_a[0], a_to_b[1], rawlog=path)
     b = DuplexStream(a_to_b[0], b_to_a[1])
-    sent = b"VERSION\tdsync\t3\t5\n" + os.urandom(300_000)
-    received = b"from the peer\n" + os.urandom(200_000)
+    sent = b"VERSION\tdsync\t3\t5\n" + os.urandom(300_000) + b"\n"
+    received = b"from the peer\n" + os.urandom(200_000) + b"\n"
     b.write(received)
     b.close_write()
     a.write(sent)
@@ -195,11 +197,8 @@ def test_rawlog_holds_exactly_the_bytes_of_each_direction(tmp_path: object) -> N
     assert read_all(b) == sent
     a.close()
     b.close()
-    with open(prefix + ".out", "rb") as f:
-        assert f.read() == sent
-    with open(prefix + ".in", "rb") as f:
-        assert f.read() == received
-    assert os.stat(prefix + ".in").st_mode & 0o777 == 0o600
+    assert parse_rawlog((tmp_path / "raw").read_bytes()) == {"I": received, "O": sent}
+    assert os.stat(path).st_mode & 0o777 == 0o600
 
 
 def test_socket_half_close() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -113,6 +114,13 @@ def test_remoteprefix_user_line_comes_first() -> None:
 def test_unstartable_command_raises_oserror() -> None:
     with pytest.raises(FileNotFoundError):
         spawn_remote(["/nonexistent/dsync-wrapper"], log=print)
+
+
+def test_unwritable_rawlog_fails_before_the_child_starts(tmp_path: Path) -> None:
+    marker = tmp_path / "started"
+    with pytest.raises(FileNotFoundError):
+        spawn_remote(["touch", str(marker)], log=print, rawlog=str(tmp_path / "missing" / "log"))
+    assert not marker.exists()
 
 
 def test_stdio_stream_keeps_prints_out_of_the_dsync_stream() -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pytest
+from rawlog_parse import parse_rawlog
 
 from pydsync_server.errors import IOStalledError, PeerClosedError
 from pydsync_server.protocol.codec import Encoder
@@ -264,10 +265,9 @@ def test_write_to_closed_peer_is_peer_closed() -> None:
 
 
 def test_rawlog_of_a_session(tmp_path: Path) -> None:
-    prefix = str(tmp_path / "session")
     a_to_b = os.pipe()
     b_to_a = os.pipe()
-    sa = DuplexStream(b_to_a[0], a_to_b[1], rawlog=prefix)
+    sa = DuplexStream(b_to_a[0], a_to_b[1], rawlog=str(tmp_path / "session"))
     sb = DuplexStream(a_to_b[0], b_to_a[1])
     a = StreamChannel(sa)
     b = StreamChannel(sb)
@@ -281,8 +281,8 @@ def test_rawlog_of_a_session(tmp_path: Path) -> None:
     assert b.recv() == Handshake(hostname="a")
     sa.close()
     sb.close()
-    out = (tmp_path / "session.out").read_bytes()
-    inp = (tmp_path / "session.in").read_bytes()
+    logged = parse_rawlog((tmp_path / "session").read_bytes())
+    out, inp = logged["O"], logged["I"]
     assert out.startswith(b"VERSION\tdsync\t3\t5\n")
     assert out.endswith(b"\n..hidden\n\r\n.\r\nX\n")
     assert inp.endswith(b".\nHb\nX\n")

@@ -3,7 +3,8 @@
 Both dsync sides stream at once (dsync-protocol.md §10.1), so a background thread always
 drains the peer into a `SpillBuffer` while the caller's thread writes; writes are
 non-blocking and polled, so a peer that neither reads nor sends for `timeout` seconds
-raises `IOStalledError` instead of hanging (§10.2, `-T`, default 600 s).
+raises `IOStalledError` instead of hanging (§10.2, `-T`, default 600 s). `rawlog` is the
+`-r PATH` file (see `rawlog.py`).
 """
 
 from __future__ import annotations
@@ -18,45 +19,12 @@ import time
 from types import TracebackType
 
 from ..errors import IOStalledError
+from .rawlog import RawLog
 from .spill import SpillBuffer
 
 DEFAULT_TIMEOUT = 600.0  # doveadm's -T default (§10.2)
 READ_SIZE = 64 * 1024
 MAX_WRITE = 1024 * 1024
-
-
-class RawLog:
-    """`-r PATH`: the raw bytes of each direction appended to `PATH.in` and `PATH.out`.
-
-    Same naming as Dovecot's rawlog-by-path for `doveadm dsync-server -r` (§2.2). Files
-    are written unbuffered, so they are complete up to the last transferred byte even if
-    the process dies; they are logs, appended to, not replaced.
-    """
-
-    def __init__(self, path: str) -> None:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
-        self._in_fd = os.open(path + ".in", flags, 0o600)
-        try:
-            self._out_fd = os.open(path + ".out", flags, 0o600)
-        except OSError:
-            os.close(self._in_fd)
-            raise
-
-    def received(self, data: bytes | memoryview) -> None:
-        _write_all(self._in_fd, data)
-
-    def sent(self, data: bytes | memoryview) -> None:
-        _write_all(self._out_fd, data)
-
-    def close(self) -> None:
-        for fd in (self._in_fd, self._out_fd):
-            os.close(fd)
-
-
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _is_socket(fd: int) -> bool:
@@ -70,6 +38,7 @@ class DuplexStream:
     reader's `OSError`, if any; `write` raises `OSError` (e.g. `BrokenPipeError`) when the
     peer is gone. Both raise `IOStalledError` once neither input arrived nor output made
     progress for `timeout` seconds. One thread may read while another writes.
+    A `rawlog` given as a `RawLog` is owned (closed) by the stream too.
     """
 
     def __init__(
@@ -78,13 +47,13 @@ class DuplexStream:
         write_fd: int,
         *,
         timeout: float = DEFAULT_TIMEOUT,
-        rawlog: str | None = None,
+        rawlog: str | RawLog | None = None,
         spill_threshold: int = 4 * 1024 * 1024,
     ) -> None:
         self._read_fd = read_fd
         self._write_fd = write_fd
         self._timeout = timeout
-        self._rawlog = RawLog(rawlog) if rawlog is not None else None
+        self._rawlog = RawLog(rawlog) if isinstance(rawlog, str) else rawlog
         self._buffer = SpillBuffer(spill_threshold)
         self._cond = threading.Condition()
         self._eof = False

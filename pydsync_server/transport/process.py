@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from ..errors import UsageError
 from .duplex import DEFAULT_TIMEOUT, DuplexStream
+from .rawlog import RawLog
 
 SERVER_WORD = "dsync-server"
 EXIT_WAIT = 30.0  # the master waits this long for the child, then SIGKILLs it (§10.2)
@@ -95,7 +96,7 @@ def spawn_remote(
     log: Log,
     prefix_user: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
-    rawlog: str | None = None,
+    rawlog: str | RawLog | None = None,
     env: Mapping[str, str] | None = None,
 ) -> RemoteProcess:
     """Start the destination command with three pipes.
@@ -104,6 +105,7 @@ def spawn_remote(
     child's stdin, before the start-up burst (§2.1). An unstartable command raises
     `OSError` (e.g. FileNotFoundError) for the CLI to report.
     """
+    raw = RawLog(rawlog) if isinstance(rawlog, str) else rawlog  # fail before spawning
     in_r, in_w = os.pipe()
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
@@ -114,10 +116,12 @@ def spawn_remote(
     except BaseException:
         for fd in (in_r, in_w, out_r, out_w, err_r, err_w):
             os.close(fd)
+        if raw is not None:
+            raw.close()
         raise
     for fd in (in_r, out_w, err_w):
         os.close(fd)  # the child's ends
-    stream = DuplexStream(out_r, in_w, timeout=timeout, rawlog=rawlog)
+    stream = DuplexStream(out_r, in_w, timeout=timeout, rawlog=raw)
     remote = RemoteProcess(popen, stream, err_r, log)
     if prefix_user is not None:
         try:
@@ -128,7 +132,9 @@ def spawn_remote(
     return remote
 
 
-def stdio_stream(*, timeout: float = DEFAULT_TIMEOUT, rawlog: str | None = None) -> DuplexStream:
+def stdio_stream(
+    *, timeout: float = DEFAULT_TIMEOUT, rawlog: str | RawLog | None = None
+) -> DuplexStream:
     """The `dsync-server` stream over fds 0/1, made impossible to corrupt by stray output.
 
     The stream gets private duplicates of fds 0 and 1; fd 0 is then pointed at
