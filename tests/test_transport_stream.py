@@ -14,6 +14,7 @@ import pytest
 from rawlog_parse import parse_rawlog
 
 from pydsync_server.errors import IOStalledError, PeerClosedError
+from pydsync_server.protocol.channel import Channel
 from pydsync_server.protocol.codec import Encoder
 from pydsync_server.protocol.items import (
     END_OF_LIST,
@@ -97,7 +98,7 @@ def test_start_up_burst_is_one_write() -> None:
         def close_write(self) -> None:
             pass
 
-    channel = StreamChannel(Recorder(), name="remote")
+    channel: Channel = StreamChannel(Recorder(), name="remote")  # mypy: it is a Channel
     channel.send(Handshake(hostname="a"))
     with pytest.raises(PeerClosedError):
         channel.recv()  # flushes before it blocks
