@@ -92,7 +92,9 @@ def _master_mailbox(
     except MailboxNotFoundError:
         return
     saved = session.saved_states.get(local.mailbox_guid)
-    if saved is not None and _unchanged_since(saved, local):
+    # Dovecot skips mailboxes unchanged on the master; as a backup destination the
+    # master's side never changes, so that skip would never pull the source's changes.
+    if saved is not None and _unchanged_since(saved, local) and not session.backup_recv:
         return
     brain.channel.send(local)
     brain.channel.flush()
