@@ -8,15 +8,14 @@ import io
 import os
 import re
 import time
-from collections.abc import Callable
 from itertools import count
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from storage_conformance import StorageConformance, msg
-from storage_conformance_model import OPS, Op
+from storage_conformance_mail import ChangeConformance, MailConformance
 from storage_conformance_tree import TreeConformance
 
 from pydsync_server.errors import InvalidMailboxNameError, MailError, StorageError
@@ -40,13 +39,15 @@ def _maildir(storage: Storage) -> MaildirStorage:
     return storage
 
 
-def _folder(storage: Storage, vname: str) -> Path:
-    return _maildir(storage).paths(vname).mail
+def _folder(storage: Storage, vname: str) -> tuple[Path, Path]:
+    """(mail dir, control dir) of a folder."""
+    paths = _maildir(storage).paths(vname)
+    return paths.mail, paths.control
 
 
-def _keyword_letters(folder: Path, keywords: frozenset[str]) -> str:
+def _keyword_letters(control: Path, keywords: frozenset[str]) -> str:
     """Letters for keywords, adding names to dovecot-keywords like a client would."""
-    path = folder / "dovecot-keywords"
+    path = control / "dovecot-keywords"
     names: dict[str, int] = {}
     if path.exists():
         for line in path.read_text().splitlines():
@@ -58,42 +59,52 @@ def _keyword_letters(folder: Path, keywords: frozenset[str]) -> str:
     return "".join(chr(ord("a") + names[kw]) for kw in keywords)
 
 
-def _info(folder: Path, flags: int, keywords: frozenset[str]) -> str:
+def _info(control: Path, flags: int, keywords: frozenset[str]) -> str:
     letters = [letter for bit, letter in _LETTERS.items() if flags & bit]
-    return "2," + "".join(sorted(letters + list(_keyword_letters(folder, keywords))))
+    return "2," + "".join(sorted(letters + list(_keyword_letters(control, keywords))))
 
 
-def _file_of(folder: Path, uid: int) -> Path:
-    lines = (folder / "dovecot-uidlist").read_text().splitlines()[1:]
+def _file_of(mail: Path, control: Path, uid: int) -> Path:
+    lines = (control / "dovecot-uidlist").read_text().splitlines()[1:]
     base = next(line.split(" :", 1)[1] for line in lines if int(line.split()[0]) == uid)
     for sub in ("new", "cur"):
-        for name in os.listdir(folder / sub):
+        for name in os.listdir(mail / sub):
             if name.split(":")[0] == base:
-                return folder / sub / name
+                return mail / sub / name
     raise AssertionError(f"no file for UID {uid}")
 
 
-def client_deliver(folder: Path, body: bytes, flags: int = 0, kws: frozenset[str] = frozenset()):
+def client_deliver(
+    mail: Path, control: Path, body: bytes, flags: int = 0, kws: frozenset[str] = frozenset()
+) -> None:
     name = f"{int(time.time())}.M{next(_DELIVERIES)}P{os.getpid()}.mda,S={len(body)}"
-    (folder / "tmp" / name).write_bytes(body)
+    (mail / "tmp" / name).write_bytes(body)
     if flags or kws:
-        os.rename(folder / "tmp" / name, folder / "cur" / f"{name}:{_info(folder, flags, kws)}")
+        os.rename(mail / "tmp" / name, mail / "cur" / f"{name}:{_info(control, flags, kws)}")
     else:
-        os.rename(folder / "tmp" / name, folder / "new" / name)
+        os.rename(mail / "tmp" / name, mail / "new" / name)
 
 
-def client_set_flags(folder: Path, uid: int, flags: int, kws: frozenset[str]) -> None:
-    path = _file_of(folder, uid)
+def client_set_flags(mail: Path, control: Path, uid: int, flags: int, kws: frozenset[str]) -> None:
+    path = _file_of(mail, control, uid)
     base = path.name.split(":")[0]
-    os.rename(path, path.parent / f"{base}:{_info(folder, flags, kws)}")
+    os.rename(path, path.parent / f"{base}:{_info(control, flags, kws)}")
 
 
 class _MaildirHooks:
     layout = "maildir++"
     utf8_names = False
+    separate_dirs = False  # CONTROL= and INDEX= outside the mail root
 
     def make_storage(self, tmp_path: Path) -> Storage:
-        return MaildirStorage(tmp_path / "Maildir", layout=self.layout, utf8_names=self.utf8_names)
+        extra = tmp_path if self.separate_dirs else None
+        return MaildirStorage(
+            tmp_path / "Maildir",
+            layout=self.layout,
+            utf8_names=self.utf8_names,
+            control_dir=extra and extra / "control",
+            index_dir=extra and extra / "index",
+        )
 
     def reopen_storage(self, storage: Storage, tmp_path: Path) -> Storage:
         return self.make_storage(tmp_path)
@@ -106,37 +117,30 @@ class _MaildirHooks:
         flags: int = 0,
         keywords: frozenset[str] = frozenset(),
     ) -> None:
-        client_deliver(_folder(storage, vname), body, flags, keywords)
+        client_deliver(*_folder(storage, vname), body, flags, keywords)
 
     def external_set_flags(
         self, storage: Storage, vname: str, uid: int, flags: int, keywords: frozenset[str]
     ) -> None:
-        client_set_flags(_folder(storage, vname), uid, flags, keywords)
+        client_set_flags(*_folder(storage, vname), uid, flags, keywords)
 
     def external_expunge(self, storage: Storage, vname: str, uid: int) -> None:
-        os.unlink(_file_of(_folder(storage, vname), uid))
+        os.unlink(_file_of(*_folder(storage, vname), uid))
 
 
 class TestMaildirPlusPlus(_MaildirHooks, StorageConformance):
     supports_dirs = False  # Maildir++ has no \NoSelect directories of its own
 
 
-def _own_model_test() -> Callable[..., None]:
-    """The model test as a new function object: hypothesis refuses to run one test
-    function from several classes (HealthCheck.differing_executors)."""
-    inner = StorageConformance.test_changes_match_model.hypothesis.inner_test  # type: ignore[attr-defined]
-
-    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-    @given(ops=st.lists(OPS, max_size=14))
-    def test_changes_match_model(self: StorageConformance, ops: list[Op]) -> None:
-        inner(self, ops)
-
-    return test_changes_match_model
-
-
-class TestMaildirFs(_MaildirHooks, StorageConformance):
+# The model-based test exercises the change tracker, which does not depend on the
+# layout, so the variants below run the rest of the suite.
+class TestMaildirFs(_MaildirHooks, TreeConformance, MailConformance, ChangeConformance):
     layout = "fs"
-    test_changes_match_model = _own_model_test()
+
+
+class TestMaildirSeparateDirs(_MaildirHooks, TreeConformance, MailConformance, ChangeConformance):
+    separate_dirs = True
+    supports_dirs = False
 
 
 class TestMaildirUtf8(_MaildirHooks, TreeConformance):
@@ -325,7 +329,7 @@ def test_store_without_sidecar_starts_at_modseq_1(tmp_path: Path) -> None:
     }
     assert st_.first_recent_uid == 7  # files in new/ are recent
     assert box.changes_since(0) == [] and box.changes_since(1) == []
-    client_set_flags(tmp_path, 7, FLAGGED, frozenset())
+    client_set_flags(tmp_path, tmp_path, 7, FLAGGED, frozenset())
     box.refresh()
     assert box.changes_since(1) == [MessageChange(7, 2, add_flags=FLAGGED)]
 
@@ -353,7 +357,7 @@ def test_recreated_uidlist_resets_the_tracker(tmp_path: Path) -> None:
     box = s.open_mailbox("INBOX")
     with box.transaction() as t:
         t.save(msg(1))
-    client_set_flags(tmp_path, 1, SEEN, frozenset())
+    client_set_flags(tmp_path, tmp_path, 1, SEEN, frozenset())
     box.refresh()
     before = box.status()
     (tmp_path / "dovecot-uidlist").unlink()  # as if another program recreated it

@@ -63,6 +63,8 @@ class MaildirStorage(Storage):
         self.control_root = Path(control_dir) if control_dir is not None else self.root
         self.index_root = Path(index_dir) if index_dir is not None else self.root
         self.names = MaildirLayout(layout.lower(), utf8_names)
+        self._control_is_root = _same_dir(self.control_root, self.root)
+        self._index_is_root = _same_dir(self.index_root, self.root)
         self._clock = clock
         self.ctx = StoreContext(hostname, clock, self._allocate_uid_validity)
         try:
@@ -79,15 +81,16 @@ class MaildirStorage(Storage):
         return allocate_uid_validity(self.control_root, self._now())
 
     def paths(self, vname: str) -> FolderPaths:
+        """Where a folder's mail, control files (uidlist, keywords) and sidecar live."""
         return FolderPaths(
             self.names.path(self.root, vname),
-            self.names.path(self.control_root, vname),
-            self.names.path(self.index_root, vname),
+            self.names.path(self.control_root, vname, inbox_is_root=self._control_is_root),
+            self.names.path(self.index_root, vname, inbox_is_root=self._index_is_root),
         )
 
     def _is_mailbox(self, vname: str) -> bool:
         if vname == "INBOX":
-            return (self.control_root / UIDLIST).exists() or (self.root / "cur").is_dir()
+            return (self.paths(vname).uidlist).exists() or (self.root / "cur").is_dir()
         mail = self.paths(vname).mail
         if self.names.layout == LAYOUT_FS:
             return (mail / "cur").is_dir()
@@ -345,6 +348,10 @@ class MaildirStorage(Storage):
 
 def _normalize(names: MaildirLayout, vname: str) -> str:
     return names.normalize(vname)
+
+
+def _same_dir(a: Path, b: Path) -> bool:
+    return a.resolve() == b.resolve()
 
 
 def _rmdir_if_empty(path: Path) -> bool:

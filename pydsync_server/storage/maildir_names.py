@@ -172,11 +172,13 @@ class MaildirLayout:
             raise InvalidMailboxNameError("Mailbox name too long")
         return disk
 
-    def path(self, root: Path, vname: str) -> Path:
-        """The directory of `vname` under `root`; INBOX is `root` itself."""
-        if vname == "INBOX":
+    def path(self, root: Path, vname: str, *, inbox_is_root: bool = True) -> Path:
+        """The directory of `vname` under `root`. INBOX is the mail root itself; in a
+        separate CONTROL=/INDEX= tree it is named like any folder (observed:
+        `control/.INBOX/dovecot-uidlist`, `index/INBOX/` with LAYOUT=fs)."""
+        if vname == "INBOX" and inbox_is_root:
             return root
-        levels = self.storage_levels(vname)
+        levels = ["INBOX"] if vname == "INBOX" else self.storage_levels(vname)
         if self.layout == MAILDIRPLUSPLUS:
             return root / ("." + ".".join(levels))
         return root.joinpath(*levels)
