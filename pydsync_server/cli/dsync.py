@@ -102,7 +102,12 @@ def _run_command(
 
     try:
         remote = spawn_remote(
-            dest.argv, log=child_log, prefix_user=dest.prefix_user, timeout=timeout, rawlog=rawlog
+            dest.argv,
+            log=child_log,
+            prefix_user=dest.prefix_user,
+            timeout=timeout,
+            rawlog=rawlog,
+            env=dict(ctx.environ),  # our USER/HOME, also when main() was given them
         )
     except OSError as exc:
         raise DsyncError(f"Couldn't run {' '.join(dest.argv)}: {exc.strerror or exc}") from exc

@@ -89,8 +89,10 @@ def _plain_value(field: str, m: MessageView) -> str:
 def _print_field(out: Formatter, field: str, m: MessageView) -> None:
     if field in STREAM_FIELDS:
         header, body = split_message(m.data)
-        part = {"hdr": header, "body": body, "text": m.data}[field]
-        out.stream(chunked(part))
+        if field == "body":
+            out.stream(chunked(body, offset=len(header)))
+        else:
+            out.stream(chunked(header if field == "hdr" else m.data))
     elif field.startswith("hdr."):
         values = header_values(m.header(), field[4:])
         out.value(b"\n".join(values).decode("utf-8", "surrogateescape"))
@@ -149,9 +151,8 @@ def fetch(
 def _fetch_box(out: Formatter, user: str, box: Mailbox, fields: list[str], search: Search) -> None:
     status = box.status()
     messages = box.messages()
-    max_uid = messages[-1].uid if messages else 0
     for seq, info in enumerate(messages, start=1):
-        if not search.matches(info, seq, max_uid, len(messages)):
+        if not search.matches(info, seq, len(messages)):
             continue
         view = MessageView(user, box, status, info, seq)
         for field in fields:

@@ -7,8 +7,8 @@ their quirks, were observed on doveadm 2.3.19:
 * flow: `key=value` joined by spaces, one line per record; a hidden-title header
   prints the bare value.
 * tab: a title line, then values joined by tabs. A stream prints a tab before every
-  non-empty chunk (8 KiB chunks) and one more at its end, so `uid body` gives
-  `4\\tbody\\n\\t\\n`.
+  non-empty chunk (8 KiB reads, see `chunked`) and one more at its end, so
+  `uid body` gives `4\\tbody\\n\\t\\n`.
 * pager: `key: value` lines; a stream prints `key:\\n` and its bytes unchanged;
   records are separated by `\\f\\n`, written only before a non-stream first value.
 * json: `[{"key":"value",...},...]`, all values strings, no final newline.
@@ -36,9 +36,20 @@ def _bytes(value: str) -> bytes:
     return value.encode("utf-8", "surrogateescape")
 
 
-def chunked(data: bytes) -> list[bytes]:
-    """`data` in the pieces doveadm prints a stream in."""
-    return [data[i : i + STREAM_CHUNK] for i in range(0, len(data), STREAM_CHUNK)]
+def chunked(data: bytes, offset: int = 0) -> list[bytes]:
+    """`data` in the pieces doveadm prints a stream in: reads of the message file
+    in STREAM_CHUNK blocks, so a part starting at `offset` in the file (the body
+    after its header) first gets the rest of that block. (With the header size in
+    its cache Dovecot seeks instead, and the body's first piece is a whole block;
+    pydsync has no such cache and matches a freshly indexed store.)"""
+    pieces = []
+    start = 0
+    size = STREAM_CHUNK - offset % STREAM_CHUNK
+    while start < len(data):
+        pieces.append(data[start : start + size])
+        start += size
+        size = STREAM_CHUNK
+    return pieces
 
 
 class Formatter(ABC):

@@ -17,8 +17,8 @@ from ..errors import DsyncError
 from ..storage.base import MessageInfo
 from .messages import ANSWERED, DELETED, DRAFT, FLAGGED, SEEN
 
-# (message, sequence number, highest UID, message count) -> matches?
-Predicate = Callable[[MessageInfo, int, int, int], bool]
+# (message, sequence number, message count) -> matches?
+Predicate = Callable[[MessageInfo, int, int], bool]
 
 _FLAG_KEYS = {
     "answered": ANSWERED,
@@ -27,6 +27,7 @@ _FLAG_KEYS = {
     "seen": SEEN,
     "draft": DRAFT,
 }
+UID_MAX = 0xFFFFFFFF
 _SET = re.compile(r"(\d+|\*)(:(\d+|\*))?(,(\d+|\*)(:(\d+|\*))?)*")
 
 
@@ -36,8 +37,8 @@ class Search:
     mailbox_guids: list[str] = field(default_factory=list)
     predicates: list[Predicate] = field(default_factory=list)
 
-    def matches(self, message: MessageInfo, seq: int, max_uid: int, count: int) -> bool:
-        return all(p(message, seq, max_uid, count) for p in self.predicates)
+    def matches(self, message: MessageInfo, seq: int, count: int) -> bool:
+        return all(p(message, seq, count) for p in self.predicates)
 
 
 def parse_set(text: str, what: str) -> list[tuple[int, int]]:
@@ -64,11 +65,13 @@ def in_set(value: int, ranges: list[tuple[int, int]], highest: int) -> bool:
 
 
 def _uid_predicate(ranges: list[tuple[int, int]]) -> Predicate:
-    return lambda m, seq, max_uid, count: in_set(m.uid, ranges, max_uid)
+    # doveadm reads `*` in a UID set as the largest possible UID (so `uid 4:*` finds
+    # nothing when the highest UID is 3); in a sequence set it is the last message.
+    return lambda m, seq, count: in_set(m.uid, ranges, UID_MAX)
 
 
 def _seq_predicate(ranges: list[tuple[int, int]]) -> Predicate:
-    return lambda m, seq, max_uid, count: in_set(seq, ranges, count)
+    return lambda m, seq, count: in_set(seq, ranges, count)
 
 
 def _flag_predicate(bit: int, want: bool) -> Predicate:

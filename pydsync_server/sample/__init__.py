@@ -74,13 +74,28 @@ def fill(storage: Storage) -> None:
                         flags=sample.flags,
                         keywords=sample.keywords,
                         received_date=_received(body),
-                        saved_date=int(time.time()),
+                        saved_date=0,  # the file's ctime, as Dovecot reads it
                     )
                 )
         finally:
             box.close()
     for vname in SUBSCRIBED:
         storage.set_subscribed(vname, True)
+    mark_seen_by_a_session(storage)
+
+
+def mark_seen_by_a_session(storage: Storage) -> None:
+    """No message is \\Recent: Dovecot finds these files in cur/, which it never
+    reports as recent, so both tools then print the same flags."""
+    for entry in storage.list_mailboxes():
+        if entry.guid is None:
+            continue
+        box = storage.open_mailbox(entry.vname)
+        try:
+            with box.transaction() as tx:
+                tx.raise_first_recent_uid(box.status().uid_next)
+        finally:
+            box.close()
 
 
 def materialise(home: str | os.PathLike[str]) -> Path:
