@@ -1,7 +1,8 @@
 """Seeded generator of a realistic Maildir++ corpus for the dsync benchmark.
 
 Every message is built from its own RNG seeded by (seed, index), so a corpus is
-byte-identical on regeneration and message i is the same whatever --messages says.
+byte-identical on regeneration (received dates spread over two years, so they and
+what follows from them depend on --messages).
 Files are written straight into cur/ (a few unseen INBOX mails into new/) with
 Dovecot-style names and no dovecot-uidlist: the first Dovecot reader assigns UIDs
 (storage-formats §1.7, "missing dovecot-uidlist and index").
@@ -24,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 # vname -> Maildir++ directory ("" = the root, i.e. INBOX), with the share of messages.
 FOLDERS: tuple[tuple[str, str, float], ...] = (
@@ -327,7 +328,7 @@ def build(seed: int, i: int, n: int, vocab: list[str]) -> tuple[str, int, bytes,
     rng = random.Random(f"msg:{seed}:{i}")
     folder = rng.choices([f[0] for f in FOLDERS], weights=[f[2] for f in FOLDERS])[0]
     step = SPAN // max(n, 1)
-    secs = START + i * step + rng.randrange(max(step, 1))
+    secs = START + i * step + int(rng.random() * step)
     target = draw_size(rng)
     m = Msg(
         rng,

@@ -48,6 +48,11 @@ CONF_COMMON = (
 FETCH_FIELDS = ("mailbox", "uid", "guid", "flags", "date.received", "size.physical")
 
 
+def env_i(user: str, home: Path) -> list[str]:
+    """A clean environment as in vectors/README.md: only PATH, USER and HOME."""
+    return ["/usr/bin/env", "-i", f"PATH={PATH}", f"USER={user}", f"HOME={home}"]
+
+
 class BenchError(Exception):
     """A setup step or a correctness check failed; the message says which."""
 
@@ -76,16 +81,7 @@ class Dovecot:
         2.4 needs --no-userdb-lookup right after the command words, before a
         sync/backup destination (dovecot-2.4-notes §2); 2.3 rejects it.
         """
-        head = [
-            "/usr/bin/env",
-            "-i",
-            f"PATH={PATH}",
-            f"USER={user}",
-            f"HOME={home}",
-            self.doveadm,
-            "-c",
-            str(self.conf),
-        ]
+        head = [*env_i(user, home), self.doveadm, "-c", str(self.conf)]
         for o in self.opts:
             head += ["-o", o]
         if fmt:
@@ -366,84 +362,63 @@ class Ctx:
         return str(path)
 
     def py(self, user: str, home: Path, args: list[str]) -> list[str]:
-        return [
-            "/usr/bin/env",
-            "-i",
-            f"PATH={PATH}",
-            f"USER={user}",
-            f"HOME={home}",
-            self.pydsync,
-            "-o",
-            MAIL_LOCATION,
-            *self.py_opts,
-            *args,
-        ]
+        return [*env_i(user, home), self.pydsync, "-o", MAIL_LOCATION, *self.py_opts, *args]
 
-    def dove_server(self) -> str:
-        return self.wrapper("srv-doveadm.sh", self.dc.argv("b", self.dst, ["dsync-server"], []))
-
-    def py_server(self) -> str:
-        return self.wrapper("srv-pydsync.sh", self.py("b", self.dst, ["dsync-server"]))
+    def argv(self, sc: Scenario) -> list[str]:
+        """The timed command: master for user a (home src), destination user b (home dst)."""
+        if sc.dest == "local":
+            dest = f"maildir:{self.dst}/Maildir"
+        elif sc.dest == "pydsync":
+            dest = self.wrapper("srv.sh", self.py("b", self.dst, ["dsync-server"]))
+        else:
+            dest = self.wrapper("srv.sh", self.dc.argv("b", self.dst, ["dsync-server"], []))
+        if sc.master == "pydsync":
+            return self.py("a", self.src, ["backup", dest])
+        return self.dc.argv("a", self.src, ["backup"], [dest])
 
 
 @dataclass(frozen=True)
 class Scenario:
     id: str
-    title: str
-    baseline: str | None  # the Dovecot row this one is compared with
-    pydsync: bool
-    argv: Callable[[Ctx], list[str]]
+    master: str  # doveadm | pydsync: runs `backup` for the source user
+    dest: str  # doveadm | pydsync: the dsync-server behind a command destination; or local
+    baseline: str | None  # the all-Dovecot row this one is compared with
+
+    @property
+    def title(self) -> str:
+        if self.dest == "local":
+            return f"{self.master} backup, local maildir"
+        return f"{self.master} backup | {self.dest} dsync-server"
+
+    @property
+    def pydsync(self) -> bool:
+        return "pydsync" in (self.master, self.dest)
 
 
 SCENARIOS = (
-    Scenario(
-        "a",
-        "doveadm backup | doveadm dsync-server",
-        None,
-        False,
-        lambda c: c.dc.argv("a", c.src, ["backup"], [c.dove_server()]),
-    ),
-    Scenario(
-        "b",
-        "doveadm backup | pydsync dsync-server",
-        "a",
-        True,
-        lambda c: c.dc.argv("a", c.src, ["backup"], [c.py_server()]),
-    ),
-    Scenario(
-        "c",
-        "pydsync backup | doveadm dsync-server",
-        "a",
-        True,
-        lambda c: c.py("a", c.src, ["backup", c.dove_server()]),
-    ),
-    Scenario(
-        "e",
-        "doveadm backup, local maildir",
-        None,
-        False,
-        lambda c: c.dc.argv("a", c.src, ["backup"], [f"maildir:{c.dst}/Maildir"]),
-    ),
-    Scenario(
-        "d",
-        "pydsync backup, local maildir",
-        "e",
-        True,
-        lambda c: c.py("a", c.src, ["backup", f"maildir:{c.dst}/Maildir"]),
-    ),
+    Scenario("a", "doveadm", "doveadm", None),
+    Scenario("b", "doveadm", "pydsync", "a"),
+    Scenario("c", "pydsync", "doveadm", "a"),
+    Scenario("e", "doveadm", "local", None),
+    Scenario("d", "pydsync", "local", "e"),
 )
 
 
 def probe_pydsync(exe: str) -> str | None:
-    """None when the pydsync CLI starts, else why it is unavailable."""
+    """None when the pydsync CLI starts, else why it is unavailable.
+
+    Only a missing program or a Python start-up failure counts: a doveadm-like CLI
+    may well answer --help with a usage text and a non-zero exit.
+    """
     if not os.access(exe, os.X_OK):
         return f"{exe} not found"
     try:
         p = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60, check=False)
     except (OSError, subprocess.TimeoutExpired) as e:
         return f"{exe} --help: {e}"
-    if p.returncode != 0:
-        lines = [ln for ln in (p.stderr or p.stdout).splitlines() if ln.strip()]
+    out = p.stderr + p.stdout
+    if p.returncode != 0 and "Traceback (most recent call last)" in out:
+        lines = [ln for ln in out.splitlines() if ln.strip()]
         return f"{exe} --help exited {p.returncode}: {lines[-1] if lines else ''}"
     return None
 
@@ -467,6 +442,15 @@ def tail(path: Path, n: int = 6) -> str:
     return "\n".join(lines[-n:])
 
 
+def keep_logs(rundir: Path, to: Path) -> None:
+    """Keep a failed run's argv, scripts and output (not its mail copies) for a post-mortem."""
+    shutil.rmtree(to, ignore_errors=True)
+    to.mkdir(parents=True)
+    for f in rundir.iterdir():
+        if f.is_file():
+            shutil.copy2(f, to / f.name)
+
+
 def one_run(sc: Scenario, ctx: Ctx, ref: dict[str, Any], args: argparse.Namespace, rnd: int) -> Run:
     """Fresh copy of the source, empty destination, sync(2); time; then check."""
     run = Run(sc.id, rnd, rnd < args.warmup, "FAILED")
@@ -476,13 +460,14 @@ def one_run(sc: Scenario, ctx: Ctx, ref: dict[str, Any], args: argparse.Namespac
     copy_tree(work / "ref" / "a", ctx.src)
     ctx.dst.mkdir()
     shutil.chown(ctx.dst, "vmail", "vmail")
-    argv = sc.argv(ctx)
+    argv = ctx.argv(sc)
     (ctx.rundir / "argv").write_text(shlex.join(argv) + "\n")
     os.sync()
     t = run.timing = timed(argv, ctx.rundir, args.timeout, args.gnu_time)
     if t.exit != 0 or t.timed_out:
         why = "timed out" if t.timed_out else f"exit {t.exit}"
         run.error = f"{why}: {tail(ctx.rundir / 'stderr')}"
+        keep_logs(ctx.rundir, work / f"failed-{sc.id}")
         return run
     if not args.no_check:
         try:
@@ -492,6 +477,7 @@ def one_run(sc: Scenario, ctx: Ctx, ref: dict[str, Any], args: argparse.Namespac
             run.problems = [f"check could not read the destination: {e}"]
         if run.problems:
             run.error = "check: " + "; ".join(run.problems[:4])
+            keep_logs(ctx.rundir, work / f"failed-{sc.id}")
             return run
     run.status = "ok"
     return run
@@ -525,7 +511,7 @@ def run_rounds(
     args: argparse.Namespace, dc: Dovecot, ref: dict[str, Any], unavailable: dict[str, str]
 ) -> list[Run]:
     rundir = args.work / "run"
-    py_opts = [x for o in args.py_opt for x in ("-o", o)]
+    py_opts = [x for o in args.opt + args.py_opt for x in ("-o", o)]
     ctx = Ctx(dc, args.pydsync, py_opts, rundir / "src", rundir / "dst", rundir)
     runs: list[Run] = []
     failed: set[str] = set()
@@ -619,18 +605,9 @@ def fmt(x: float | None, spec: str = ".2f") -> str:
 
 
 def table(summary: dict[str, dict[str, Any]]) -> str:
-    head = (
-        "id",
-        "scenario",
-        "status",
-        "n",
-        "wall s med (min–max)",
-        "cpu s",
-        "RSS MB proc/tree",
-        "msg/s",
-        "wall ÷ base (min–max)",
-        "cpu ÷ base",
-        "RSS ÷ base",
+    head = tuple(
+        "id|scenario|status|n|wall s med (min–max)|cpu s|RSS MB proc/tree|msg/s|"
+        "wall ÷ base (min–max)|cpu ÷ base|RSS ÷ base".split("|")
     )
     rows = [head]
     notes: list[str] = []
@@ -687,7 +664,8 @@ def environment(dc: Dovecot, args: argparse.Namespace) -> dict[str, Any]:
         "pydsync": args.pydsync,
         "pydsync_commit": rev,
         "doveadm_opts": list(dc.opts),
-        "pydsync_opts": args.py_opt,
+        "pydsync_opts": args.opt + args.py_opt,
+        "rss_proc_method": "GNU time %M" if args.gnu_time else "sampled VmHWM",
     }
 
 
@@ -705,11 +683,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--doveadm", default=shutil.which("doveadm", path=PATH) or "doveadm")
     ap.add_argument("--dovecot-version", help="skip detection (e.g. 2.4.1)")
     ap.add_argument(
+        "--opt",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="-o for every doveadm and pydsync call (e.g. mail_fsync=never)",
+    )
+    ap.add_argument(
         "--dove-opt",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="-o for every doveadm call (e.g. mail_fsync=never)",
+        help="extra -o for every doveadm call",
     )
     ap.add_argument(
         "--py-opt",
@@ -743,7 +728,7 @@ def setup(args: argparse.Namespace) -> Dovecot:
     args.work.chmod(0o755)
     conf = args.work / f"dovecot-{version}.conf"
     conf.write_text((CONF_24 if not version.startswith("2.3") else CONF_23) + CONF_COMMON)
-    return Dovecot(args.doveadm, version, conf, tuple(args.dove_opt))
+    return Dovecot(args.doveadm, version, conf, tuple(args.opt + args.dove_opt))
 
 
 def main(argv: list[str] | None = None) -> int:
