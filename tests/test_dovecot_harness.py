@@ -286,7 +286,9 @@ def test_backup_needs_two_runs_after_destination_expunge(
     b.expunge("Work", 3)
     first = a.backup(b.dsync_server_destination(), check=False)
     assert first.returncode == 75
-    assert b"Deleting mailbox 'Work': UID=3" in first.stderr
+    # 2.3: "Deleting mailbox 'Work': UID=3 ... is missing locally";
+    # 2.4: "Import mailbox Work: Deleting UID=3 ... is missing locally".
+    assert b"UID=3 GUID=" in first.stderr and b"is missing locally" in first.stderr
     assert "Work" not in [box.name for box in snapshot(b).mailboxes]
     a.backup(b.dsync_server_destination())
     _assert_same(snapshot(a), snapshot(b))
@@ -308,7 +310,7 @@ def test_backup_cannot_revert_new_mail_in_destination_inbox(dovecot_env: Dovecot
 def test_two_way_sync_merges_both_sides(backed_up: tuple[DovecotUser, DovecotUser]) -> None:
     a, b = backed_up
     a.save("Work", b"Subject: from a\n\n")
-    b.save("Work", b"Subject: from b\n\n")
+    b.save("Archive/2024", b"Subject: from b\n\n")
     b.flags_add("INBOX", 1, "\\Answered")
     b.mailbox_create("FromB", subscribe=True)
     assert a.sync(b.dsync_server_destination()).returncode == 0
@@ -316,7 +318,47 @@ def test_two_way_sync_merges_both_sides(backed_up: tuple[DovecotUser, DovecotUse
     _assert_same(sa, sb)
     assert "FromB" in sa.subscriptions
     assert sa.mailbox("INBOX").messages[0].flags == ("\\Answered", "\\Flagged", "\\Seen")
-    assert len(sa.mailbox("Work").messages) == 5
+    assert len(sa.mailbox("Work").messages) == 4
+    assert len(sa.mailbox("Archive/2024").messages) == 2
+
+
+def _work_pair(env: DovecotEnv) -> tuple[DovecotUser, DovecotUser]:
+    a, b = env.user("a"), env.user("b")
+    a.mailbox_create("Work")
+    a.save("Work", b"Subject: common\n\n")
+    a.backup(b.dsync_server_destination())
+    return a, b
+
+
+def test_two_way_sync_renumbers_uid_conflicts(dovecot_env: DovecotEnv) -> None:
+    """Same UID, different mail on each side: both sides end with both mails under new UIDs."""
+    a, b = _work_pair(dovecot_env)
+    a.save("Work", b"Subject: from a\n\n")  # uid 2 on a
+    b.save("Work", b"Subject: from b1\n\n")  # uid 2 on b
+    b.save("Work", b"Subject: from b2\n\n")  # uid 3 on b
+    a.sync(b.dsync_server_destination())
+    sa = snapshot(a)
+    _assert_same(sa, snapshot(b))
+    by_hash = {m.sha256: m.uid for m in sa.mailbox("Work").messages}
+    uid_of = {s: by_hash[hashlib.sha256(b"Subject: %s\n\n" % s).hexdigest()]
+              for s in (b"common", b"from a", b"from b1", b"from b2")}  # fmt: skip
+    assert (uid_of[b"common"], uid_of[b"from b2"]) == (1, 3)
+    # The two conflicting mails get UIDs 4 and 5; their order varies between runs.
+    assert {uid_of[b"from a"], uid_of[b"from b1"]} == {4, 5}
+    assert sa.mailbox("Work").uidnext == 6
+
+
+def test_two_way_sync_skips_mailbox_whose_state_looks_equal(dovecot_env: DovecotEnv) -> None:
+    """One save on each side leaves equal UIDNEXT/HIGHESTMODSEQ/count: dsync compares only
+    that state, calls the mailboxes equal and syncs nothing (exit 0), in 2.3 and 2.4."""
+    a, b = _work_pair(dovecot_env)
+    a.save("Work", b"Subject: from a\n\n")
+    b.save("Work", b"Subject: from b\n\n")
+    assert a.sync(b.dsync_server_destination()).returncode == 0
+    sa, sb = snapshot(a), snapshot(b)
+    assert [m.uid for m in sa.mailbox("Work").messages] == [1, 2]
+    assert [m.uid for m in sb.mailbox("Work").messages] == [1, 2]
+    assert sa.mailbox("Work").messages[1].sha256 != sb.mailbox("Work").messages[1].sha256
 
 
 @pytest.mark.parametrize(
@@ -340,6 +382,11 @@ def test_backup_into_each_location(dovecot_env: DovecotEnv, location: str) -> No
     # b's own store, read back with its location, round-trips through doveadm itself.
     c = dovecot_env.user("c", location=location)
     b.backup(c.dsync_server_destination())
+    if dovecot.is_24(dovecot_env.version) and location != "maildir:~/Maildir":
+        # 2.4.1: the source's directory-only parent "Work" becomes a real mailbox on the
+        # destination; the next backup deletes it ("Mailbox doesn't exist" on the source).
+        assert diff(snapshot(b), snapshot(c)) == "  mailbox 'Work': only right"
+        b.backup(c.dsync_server_destination())
     _assert_same(snapshot(b), snapshot(c))
 
 
