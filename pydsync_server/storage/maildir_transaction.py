@@ -9,6 +9,7 @@ undoes the renames, so the store is left as it was (storage-formats.md §1.10).
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -45,7 +46,7 @@ _CHUNK = 1 << 16
 
 @dataclass
 class _Save:
-    message: NewMessage  # body already consumed
+    message: NewMessage  # with an empty body: the bytes are in tmp_path
     tmp_path: Path
     size: int
     vsize: int
@@ -149,7 +150,8 @@ class MaildirTransaction(Transaction):
         except OSError as exc:
             tmp_path.unlink(missing_ok=True)
             raise storage_error(exc, f"saving UID {message.uid}") from exc
-        self._saves[message.uid] = _Save(replace(message, body=None), tmp_path, size, vsize)  # type: ignore[arg-type]
+        kept = replace(message, body=io.BytesIO())  # the body now lives in tmp_path
+        self._saves[message.uid] = _Save(kept, tmp_path, size, vsize)
 
     @staticmethod
     def _write_body(message: NewMessage, tmp_path: Path) -> tuple[int, int]:
@@ -237,10 +239,10 @@ class MaildirTransaction(Transaction):
         )  # fmt: skip
 
     def commit(self) -> None:
+        """Apply everything; the mailbox's view changes only at its next refresh()."""
         self._check_open()
         self._closed = True
         if self._is_empty():
-            self._box.refresh()
             return
         try:
             with self._box.locked():
@@ -249,7 +251,6 @@ class MaildirTransaction(Transaction):
             raise storage_error(exc, f"committing to mailbox {self._box.vname}") from exc
         finally:
             self._drop_tmp_files()  # renamed away on success
-        self._box.refresh()
 
     def _commit_locked(self) -> None:
         paths = self._box.paths
