@@ -27,6 +27,7 @@ from pydsync_server.storage.maildir import MaildirStorage
 from pydsync_server.storage.maildir_files import dotlock
 from pydsync_server.storage.maildir_names import mutf7_decode, mutf7_encode
 from pydsync_server.storage.maildir_tracker import MAX_LOG_RECORDS
+from pydsync_server.storage.maildir_uidlist import parse_uidlist
 
 SEEN, FLAGGED, ANSWERED, DELETED, DRAFT = 0x08, 0x02, 0x01, 0x04, 0x10
 _LETTERS = {DRAFT: "D", FLAGGED: "F", ANSWERED: "R", SEEN: "S", DELETED: "T"}
@@ -492,3 +493,27 @@ def test_generated_names_are_dovecot_style(tmp_path: Path) -> None:
         rf"1795913345.M250000P{pid}.mx\0571\0722\0543,S=4,W=6:2,",
         rf"1795913345.M250001P{pid}.mx\0571\0722\0543,S=3,W=3:2,",
     ]
+
+
+def test_partial_last_uidlist_line_is_not_read(tmp_path: Path) -> None:
+    s = MaildirStorage(tmp_path)
+    box = s.open_mailbox("INBOX")
+    with box.transaction() as t:
+        t.save(msg(1, guid="one"))
+    uidlist = tmp_path / "dovecot-uidlist"
+    complete = uidlist.read_bytes()
+    with open(uidlist, "ab") as fh:
+        fh.write(b"2 :half-writ")  # another writer's append, caught mid-way
+    assert parse_uidlist(uidlist.read_bytes()) == parse_uidlist(complete)
+
+
+def test_stale_staging_dirs_are_removed(tmp_path: Path) -> None:
+    s = MaildirStorage(tmp_path)
+    old = tmp_path / "tmp/pydsync-create.1.M1P1.h"
+    (old / "cur").mkdir(parents=True)
+    os.utime(old, (0, 0))
+    fresh = tmp_path / "tmp/pydsync-create.2.M1P1.h"
+    fresh.mkdir()
+    s.create_mailbox("A")
+    assert not old.exists() and fresh.exists()
+    assert sorted(e.vname for e in s.list_mailboxes()) == ["A", "INBOX"]

@@ -158,8 +158,7 @@ class MaildirStorage(Storage):
 
     def _create_plusplus(self, vname: str, paths: FolderPaths, uidlist: bytes) -> None:
         """Build `.Name` under INBOX's tmp/ and rename it into place in one step."""
-        staging = self.root / "tmp" / f"pydsync-create.{self.ctx.unique_name()}"
-        makedirs(staging.parent)
+        staging = self._staging_dir("create")
         os.mkdir(staging, DIR_MODE)
         try:
             for sub in SUBDIRS:
@@ -177,6 +176,19 @@ class MaildirStorage(Storage):
             shutil.rmtree(staging, ignore_errors=True)
             raise
         _fsync_dir_quiet(self.root)
+
+    def _staging_dir(self, purpose: str) -> Path:
+        """A fresh name in INBOX's tmp/ (never a mailbox in either layout); leftovers of
+        a crash older than an hour are removed first, since Dovecot's tmp/ cleaner only
+        unlinks files."""
+        tmp = self.root / "tmp"
+        makedirs(tmp)
+        cutoff = time.time() - 3600
+        for entry in os.scandir(tmp):
+            if entry.name.startswith("pydsync-") and entry.is_dir(follow_symlinks=False):
+                if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    shutil.rmtree(entry.path, ignore_errors=True)
+        return tmp / f"pydsync-{purpose}.{self.ctx.unique_name()}"
 
     def _create_in_place(self, paths: FolderPaths, uidlist: bytes) -> None:
         """fs layout (and INBOX): a directory is a mailbox once it has cur/, so cur/
@@ -249,8 +261,7 @@ class MaildirStorage(Storage):
     def _delete_in_place(self, paths: FolderPaths) -> bool:
         """fs layout: cur/ goes first (no longer a mailbox), then the folder's own files;
         children stay. True when the directory itself could be removed."""
-        graveyard = self.root / "tmp" / f"pydsync-delete.{self.ctx.unique_name()}"
-        makedirs(graveyard.parent)
+        graveyard = self._staging_dir("delete")
         os.rename(paths.mail / "cur", graveyard)
         shutil.rmtree(graveyard, ignore_errors=True)
         gone = True

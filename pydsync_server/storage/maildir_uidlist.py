@@ -66,9 +66,8 @@ class Uidlist:
 def parse_uidlist(data: bytes) -> Uidlist | None:
     """Parse v1 or v3; None when Dovecot would treat the file as corrupted."""
     text = data.decode("utf-8", "surrogateescape")
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
+    # a last line without LF is an append still being written: not read yet
+    lines = text.split("\n")[:-1]
     if not lines or len(lines[0]) < 2 or not lines[0][0].isdigit() or lines[0][1] != " ":
         return None
     version = int(lines[0][0])
