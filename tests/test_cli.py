@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from pydsync_server.brain.settings import SyncMode
-from pydsync_server.cli.config import load_config
+from pydsync_server.cli.config import Config, load_config
+from pydsync_server.cli.context import Context
 from pydsync_server.cli.destination import (
     CommandDestination,
     LocalDestination,
@@ -113,6 +114,23 @@ def test_unknown_driver_exits_64() -> None:
     code, _, err = run(["-o", "mail_location=mdbox:/x", "mailbox", "list"])
     assert code == 64
     assert err.startswith("Error: Unknown mail storage driver mdbox")
+
+
+@pytest.mark.parametrize(
+    ("flags", "shown"),
+    [
+        ([], ["Error: e"]),
+        (["-v"], ["Info: i", "Error: e"]),
+        (["-D"], ["Debug: d", "Info: i", "Error: e"]),
+    ],
+)
+def test_log_levels(flags: list[str], shown: list[str]) -> None:
+    err = io.StringIO()
+    ctx = Context(Config(), {}, io.BytesIO(), err, debug="-D" in flags, verbose="-v" in flags)
+    log = ctx.log_for("dsync(jane)")
+    for line in ("Debug: d", "Info: i", "Error: e"):
+        log(line)
+    assert err.getvalue() == "".join(f"dsync(jane): {line}\n" for line in shown)
 
 
 def test_version() -> None:
@@ -309,6 +327,11 @@ def test_invalid_values(tmp_path: Path, flags: list[str], code: int, message: st
     got, out, err = run(args)
     assert (got, out) == (code, b"")
     assert err.startswith(f"Error: {message}")
+
+
+def test_mail_replica_without_userdb_exits_68() -> None:
+    code, _, err = run(["-o", "mail_location=memory:", "backup", "-d"])
+    assert code == 68 and "mail_replica" in err
 
 
 def test_tcp_destination_is_refused() -> None:

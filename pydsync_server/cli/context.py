@@ -47,9 +47,14 @@ class Context:
         self.stderr.flush()
 
     def log_for(self, name: str) -> Callable[[str], None]:
-        """A log callback writing `name(user): line` to stderr, as Dovecot logs."""
+        """A log callback writing `name: line` to stderr, as Dovecot logs; `Debug:`
+        lines only with -D, `Info:` lines only with -v or -D."""
 
         def log(line: str) -> None:
+            if line.startswith("Debug:") and not self.debug:
+                return
+            if line.startswith("Info:") and not (self.verbose or self.debug):
+                return
             self.stderr.write(f"{name}: {line}\n")
             self.stderr.flush()
 

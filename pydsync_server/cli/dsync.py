@@ -12,7 +12,7 @@ import os
 
 from ..brain.run import run_local, run_master, run_slave
 from ..brain.settings import SyncResult, SyncSettings
-from ..errors import DsyncError, UsageError
+from ..errors import DsyncError, MailError, StorageError, UsageError
 from ..storage.base import Storage
 from ..storage.location import UserEnv
 from ..transport.duplex import DEFAULT_TIMEOUT
@@ -40,7 +40,9 @@ def run_sync(ctx: Context, command: str, parsed: Parsed, operands: list[str]) ->
     if parsed.flag("mail_replica"):
         if operands:
             raise UsageError("Don't give mail location with -d parameter")
-        raise DsyncError("User has no mail_replica in userdb (pydsync has no userdb)")
+        raise StorageError(
+            "User has no mail_replica in userdb (pydsync has no userdb)", MailError.NOTFOUND
+        )
     dest = classify(
         operands,
         user=user,
