@@ -20,7 +20,12 @@ from storage_conformance_mail import ChangeConformance, MailConformance
 from storage_conformance_model import OPS, Op
 from storage_conformance_tree import TreeConformance
 
-from pydsync_server.errors import InvalidMailboxNameError, MailError, StorageError
+from pydsync_server.errors import (
+    InvalidMailboxNameError,
+    MailboxExistsError,
+    MailError,
+    StorageError,
+)
 from pydsync_server.storage import maildir_folder, maildir_transaction
 from pydsync_server.storage.base import LogType, MessageChange, NewMessage, Storage, name_hash
 from pydsync_server.storage.maildir import MaildirStorage
@@ -517,3 +522,12 @@ def test_stale_staging_dirs_are_removed(tmp_path: Path) -> None:
     s.create_mailbox("A")
     assert not old.exists() and fresh.exists()
     assert sorted(e.vname for e in s.list_mailboxes()) == ["A", "INBOX"]
+
+
+def test_fs_rename_onto_a_directory_with_children_fails(tmp_path: Path) -> None:
+    s = MaildirStorage(tmp_path, layout="fs")
+    s.create_mailbox("Old")
+    s.create_mailbox("New/Kid")
+    with pytest.raises(MailboxExistsError):
+        s.rename_mailbox("Old", "New")
+    assert [e.vname for e in s.list_mailboxes()] == ["INBOX", "New", "New/Kid", "Old"]

@@ -304,7 +304,8 @@ class MaildirStorage(Storage):
         if not moving:
             raise MailboxNotFoundError(f"Mailbox doesn't exist: {old}")
         targets = [new + v[len(old) :] for v in moving]
-        if new in existing or any(t in existing for t in targets):
+        occupied = self.names.layout == LAYOUT_FS and self.paths(new).mail.exists()
+        if occupied or new in existing or any(t in existing for t in targets):
             raise MailboxExistsError(f"Target mailbox already exists: {new}")
         try:
             if self.names.layout == MAILDIRPLUSPLUS:
