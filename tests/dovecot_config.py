@@ -30,9 +30,25 @@ mail_home = %{env:HOME}
 """
 _ATTRIBUTES_23 = "mail_attribute_dict = file:%h/dovecot-attributes\n"
 _ATTRIBUTES_24 = "mail_attribute {\n  dict file {\n    path = %{home}/dovecot-attributes\n  }\n}\n"
-# 2.4 names of the 2.3 location parameters this harness needs (notes §2: appended to
-# mail_path they would be taken literally).
-_LOCATION_PARAMS_24 = {"LAYOUT": "mailbox_list_layout", "INDEX": "mail_index_path"}
+# 2.4 settings for the 2.3 location parameters (notes §2: appended to mail_path they would be
+# taken literally); names checked against the 2.4.1 libdovecot-storage.
+_LOCATION_PARAMS_24 = {
+    "LAYOUT": "mailbox_list_layout",
+    "INDEX": "mail_index_path",
+    "CONTROL": "mail_control_path",
+    "INBOX": "mail_inbox_path",
+    "ALT": "mail_alt_path",
+    "VOLATILEDIR": "mail_volatile_path",
+    "DIRNAME": "mailbox_directory_name",
+    "MAILBOXDIR": "mailbox_root_directory_name",
+    "SUBSCRIPTIONS": "mailbox_subscriptions_filename",
+    "LISTINDEX": "mailbox_list_index_prefix",
+}
+_LOCATION_FLAGS_24 = {
+    "UTF-8": "mailbox_list_utf8",
+    "NO-NOSELECT": "mailbox_list_drop_noselect",
+    "ITERINDEX": "mailbox_list_iter_from_index_dir",
+}
 # doveadm commands that are not mail commands and so take no --no-userdb-lookup.
 _NON_MAIL_COMMANDS = frozenset({"dump", "pw", "help", "log", "stop", "reload", "who", "kick"})
 
@@ -67,10 +83,13 @@ def location_options(version: tuple[int, int, int], location: str) -> list[str]:
     path, *params = rest.split(":")
     opts = ["-o", f"mail_driver={driver}", "-o", f"mail_path={path}"]
     for param in params:
-        key, _, value = param.partition("=")
-        if key not in _LOCATION_PARAMS_24:
-            raise ValueError(f"location parameter {key!r} has no 2.4 translation here")
-        opts += ["-o", f"{_LOCATION_PARAMS_24[key]}={value}"]
+        key, eq, value = param.partition("=")
+        if eq and key in _LOCATION_PARAMS_24:
+            opts += ["-o", f"{_LOCATION_PARAMS_24[key]}={value}"]
+        elif not eq and key in _LOCATION_FLAGS_24:
+            opts += ["-o", f"{_LOCATION_FLAGS_24[key]}=yes"]
+        else:
+            raise ValueError(f"location parameter {param!r} has no 2.4 translation here")
     # Keeps Pigeonhole's ~/sieve/ out of the homes; unknown -o names are ignored (§3).
     return opts + ["-o", "sieve_enabled=no"]
 

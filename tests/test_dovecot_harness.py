@@ -76,8 +76,12 @@ def test_location_options_and_config_per_version() -> None:
     assert opts[:6] == [
         "-o", "mail_driver=maildir", "-o", "mail_path=~/M", "-o", "mailbox_list_layout=fs",
     ]  # fmt: skip
+    opts = dovecot.location_options(v24, "maildir:~/M:UTF-8:CONTROL=~/c:INDEX=~/i")
+    assert opts[4:10] == [
+        "-o", "mailbox_list_utf8=yes", "-o", "mail_control_path=~/c", "-o", "mail_index_path=~/i",
+    ]  # fmt: skip
     with pytest.raises(ValueError):
-        dovecot.location_options(v24, "mbox:~/mail:INBOX=~/inbox")
+        dovecot.location_options(v24, "maildir:~/M:BOGUS=1")
     assert dovecot.config_text(v24).startswith("dovecot_config_version = 2.4.0\n")
     assert "mail_home = %{env:HOME}" in dovecot.config_text(v24)
     assert dovecot.config_text(v23).startswith("mail_location = maildir:~/Maildir\n")
