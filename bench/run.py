@@ -707,6 +707,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--keep", action="store_true", help="keep the last run's directories")
     args = ap.parse_args(argv)
     args.work = args.work.resolve()
+    if any(c.isspace() for c in str(args.work)):
+        ap.error("--work must not contain spaces: doveadm splits a command destination on them")
     args.only = {s.strip() for s in args.only.split(",") if s.strip()}
     if args.only - {sc.id for sc in SCENARIOS}:
         ap.error(f"unknown scenario ids: {sorted(args.only - {sc.id for sc in SCENARIOS})}")
