@@ -102,11 +102,9 @@ class MaildirStorage(Storage):
     # -- listing --
 
     def list_mailboxes(self) -> list[MailboxEntry]:
+        # Implicit parents (Maildir++ `.a.b` without `.a`) are not listed: Dovecot
+        # reports them as nonexistent and sends them as `N<name>\tn` (vector e3).
         found = {"INBOX": True, **self.names.scan(self.root)}
-        for vname in list(found):
-            levels = vname.split(SEP)
-            for i in range(1, len(levels)):
-                found.setdefault(SEP.join(levels[:i]), False)
         entries: list[MailboxEntry] = []
         for vname in sorted(found, key=lambda v: (v != "INBOX", v.split(SEP))):
             if not found[vname]:
