@@ -22,7 +22,7 @@ from pydsync_server.protocol.codec import (
 from pydsync_server.protocol.items import Done, Mail
 from pydsync_server.protocol.keys import KEY_HEADERS, KEY_HEADERS_24
 
-VECTORS = Path("/work/shared/vectors")
+VECTORS = Path(__file__).resolve().parent / "data" / "vectors"
 DIRECTIONS = ("to-server", "from-server")
 _DOVEADM_CLIENT_HEAD = b"VERSION\tdoveadm-client\t1\t2\n-\n+\n"
 
@@ -37,24 +37,24 @@ def dsync_bytes(name: str, direction: str) -> bytes:
     if name.startswith("h") and direction == "to-server":
         # doveadm TCP: VERSION, PLAIN auth and the command line precede the stream (§12.1).
         for _ in range(3):
-            data = data[data.index(b"\n") + 1:]
+            data = data[data.index(b"\n") + 1 :]
     elif name.startswith("h"):
         data = _demultiplex(data)
     elif name == "i_remoteprefix" and direction == "to-server":
-        data = data[data.index(b"\n") + 1:]  # the remoteprefix user-name line (§2.1)
+        data = data[data.index(b"\n") + 1 :]  # the remoteprefix user-name line (§2.1)
     return data
 
 
 def _demultiplex(data: bytes) -> bytes:
     """Concatenate channel-0 payloads of doveadm's PACKET multiplexing (§12.2)."""
     assert data.startswith(_DOVEADM_CLIENT_HEAD)
-    data = data[len(_DOVEADM_CLIENT_HEAD):]
+    data = data[len(_DOVEADM_CLIENT_HEAD) :]
     payloads = []
     while data:
         channel, size = data[0], struct.unpack(">I", data[1:5])[0]
         if channel == 0:
-            payloads.append(data[5:5 + size])
-        data = data[5 + size:]
+            payloads.append(data[5 : 5 + size])
+        data = data[5 + size :]
     stream = b"".join(payloads)
     assert stream.startswith(b"\n+\n")  # the command's success reply
     return stream[3:]

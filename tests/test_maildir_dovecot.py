@@ -27,6 +27,7 @@ from dovecot import (
     snapshot,
 )
 
+from pydsync_server.cli.mailboxes import listed_entries
 from pydsync_server.storage.base import (
     LogType,
     MessageChange,
@@ -38,7 +39,7 @@ from pydsync_server.storage.maildir import MaildirStorage
 
 pytestmark = pytest.mark.dovecot
 
-FIXTURE = Path("/work/shared/fixtures/dovecot-2.3.19/maildir")
+FIXTURE = Path(__file__).resolve().parent / "data" / "fixtures" / "dovecot-2.3.19" / "maildir"
 FLAG_NAMES = {
     0x01: "\\Answered",
     0x02: "\\Flagged",
@@ -100,7 +101,7 @@ def _pydsync_view(storage: MaildirStorage) -> StoreSnapshot:
             )
         )
     return StoreSnapshot(
-        tuple(sorted(e.vname for e in entries)),
+        tuple(sorted(e.vname for e in listed_entries(storage))),  # with implicit parents
         tuple(sorted(storage.subscriptions())),
         tuple(sorted(boxes, key=lambda b: b.name)),
     )

@@ -17,12 +17,18 @@ from pydsync_server.protocol.state import InvalidStateError, decode_state, encod
 
 GUID = "84f4fc0efc740b6bc03f000083ecc375"
 RECORDED = [  # vectors/README.md: the states printed after d1, d2, d3
-    ("AQAAAIT0/A78dAtrwD8AAIPsw3X8dAtrAwAAAAkAAAAAAAAAAAAAAAAAAAACAAAAJHeX+Q==",
-     MailboxState(GUID, 1795912956, 3, 9, 0, 2)),
-    ("AQAAAIT0/A78dAtrwD8AAIPsw3X8dAtrBAAAAAoAAAAAAAAAAAAAAAAAAAADAAAA/Gqa3w==",
-     MailboxState(GUID, 1795912956, 4, 10, 0, 3)),
-    ("AQAAAIT0/A78dAtrwD8AAIPsw3X8dAtrBAAAAAwAAAAAAAAAAAAAAAAAAAADAAAAKfe5Ww==",
-     MailboxState(GUID, 1795912956, 4, 12, 0, 3)),
+    (
+        "AQAAAIT0/A78dAtrwD8AAIPsw3X8dAtrAwAAAAkAAAAAAAAAAAAAAAAAAAACAAAAJHeX+Q==",
+        MailboxState(GUID, 1795912956, 3, 9, 0, 2),
+    ),
+    (
+        "AQAAAIT0/A78dAtrwD8AAIPsw3X8dAtrBAAAAAoAAAAAAAAAAAAAAAAAAAADAAAA/Gqa3w==",
+        MailboxState(GUID, 1795912956, 4, 10, 0, 3),
+    ),
+    (
+        "AQAAAIT0/A78dAtrwD8AAIPsw3X8dAtrBAAAAAwAAAAAAAAAAAAAAAAAAAADAAAAKfe5Ww==",
+        MailboxState(GUID, 1795912956, 4, 12, 0, 3),
+    ),
 ]
 
 
@@ -37,7 +43,9 @@ def test_empty_state() -> None:
     assert decode_state("AQAAAHm4+Jk=") == []
 
 
-@pytest.mark.parametrize("path", sorted(Path("/work/shared/vectors").glob("*/state-*.txt")))
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).resolve().parent / "data" / "vectors").glob("*/state-*.txt"))
+)
 def test_every_recorded_state_file(path: Path) -> None:
     text = path.read_text().strip()
     if text:
@@ -52,14 +60,17 @@ def _with_crc(data: bytes) -> bytes:
     return data + struct.pack("<I", zlib.crc32(data))
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("not base64!", "Invalid base64 data"),
-    ("AQAAAHm4+Jk", "Invalid base64 data"),  # missing padding
-    ("", "Input too small"),
-    (_b64(b"\x01\x00\x00"), "Input too small"),
-    (_b64(_with_crc(b"\x01\x00\x00\x00" + b"\x00" * 43)), "Invalid input size"),
-    (_b64(b"\x01\x00\x00\x00\x00\x00\x00\x00"), "CRC32 mismatch"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("not base64!", "Invalid base64 data"),
+        ("AQAAAHm4+Jk", "Invalid base64 data"),  # missing padding
+        ("", "Input too small"),
+        (_b64(b"\x01\x00\x00"), "Input too small"),
+        (_b64(_with_crc(b"\x01\x00\x00\x00" + b"\x00" * 43)), "Invalid input size"),
+        (_b64(b"\x01\x00\x00\x00\x00\x00\x00\x00"), "CRC32 mismatch"),
+    ],
+)
 def test_invalid_states(text: str, message: str) -> None:
     with pytest.raises(InvalidStateError) as info:
         decode_state(text)
@@ -73,10 +84,20 @@ def test_v0_states_decode_as_empty() -> None:
     assert decode_state(_b64(_with_crc(v0_record * 2))) == []
 
 
-@given(st.lists(st.builds(
-    MailboxState, st.binary(min_size=16, max_size=16).map(bytes.hex),
-    st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1), st.integers(0, 2**64 - 1),
-    st.integers(0, 2**64 - 1), st.integers(0, 2**32 - 1)), max_size=5))
+@given(
+    st.lists(
+        st.builds(
+            MailboxState,
+            st.binary(min_size=16, max_size=16).map(bytes.hex),
+            st.integers(0, 2**32 - 1),
+            st.integers(0, 2**32 - 1),
+            st.integers(0, 2**64 - 1),
+            st.integers(0, 2**64 - 1),
+            st.integers(0, 2**32 - 1),
+        ),
+        max_size=5,
+    )
+)
 def test_roundtrip(states: list[MailboxState]) -> None:
     assert decode_state(encode_state(states)) == states
 

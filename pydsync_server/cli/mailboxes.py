@@ -64,7 +64,25 @@ def normalize_inbox(vname: str, separator: str) -> str:
 def matching_entries(storage: Storage, patterns: Sequence[str]) -> list[MailboxEntry]:
     """Listed mailboxes (directories too) matching any pattern, in list order."""
     sep = storage.separator
-    return [e for e in storage.list_mailboxes() if any(matches(p, e.vname, sep) for p in patterns)]
+    return [e for e in listed_entries(storage) if any(matches(p, e.vname, sep) for p in patterns)]
+
+
+def listed_entries(storage: Storage) -> list[MailboxEntry]:
+    """What IMAP LIST shows: mailboxes, directories, and implicit parents (\\NoSelect)."""
+    sep = storage.separator
+    result: list[MailboxEntry] = []
+    seen: set[str] = set()
+    for entry in storage.list_mailboxes():
+        levels = entry.vname.split(sep)
+        for depth in range(1, len(levels)):
+            parent = sep.join(levels[:depth])
+            if parent not in seen:
+                seen.add(parent)
+                result.append(MailboxEntry(parent, None))
+        if entry.vname not in seen:
+            seen.add(entry.vname)
+            result.append(entry)
+    return result
 
 
 def single_name(patterns: Sequence[str]) -> str | None:
@@ -80,5 +98,5 @@ def ordered_subscriptions(storage: Storage) -> list[str]:
     Dovecot prints the subscriptions file order, which the Storage API does not keep.
     """
     subscribed = storage.subscriptions()
-    listed = [e.vname for e in storage.list_mailboxes() if e.vname in subscribed]
+    listed = [e.vname for e in listed_entries(storage) if e.vname in subscribed]
     return listed + sorted(subscribed - set(listed))
