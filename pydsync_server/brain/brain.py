@@ -40,6 +40,7 @@ from ..storage.base import Mailbox, Storage
 from .filters import ImportFilter
 from .hdr_hash import hash_version_for_minor
 from .mailbox_sync import Role, SyncOptions, sync_mailbox
+from .names import name_fixer
 from .settings import Log, SyncMode, SyncResult, SyncSettings
 from .tree import (
     MailboxFilter,
@@ -162,10 +163,11 @@ class Brain:
         self.channel.send(deletions_to_item(local))
         self.channel.flush()
         remote = MailboxTree(self.storage.separator, self.storage.escape_char)
+        fix_name = name_fixer(self.storage, session.alt_char)
         while (item := self.channel.recv()) is not END_OF_LIST:
             if not isinstance(item, MailboxTreeNode):
                 raise RemoteProtocolError("Received unexpected input while waiting for N")
-            add_remote_node(remote, item, session.alt_char)
+            add_remote_node(remote, item, fix_name)
         deletes = expect(self.channel, MailboxDelete, "D")
         assert isinstance(deletes, MailboxDelete)
         apply_deletions(local, remote, remote_deletions(deletes))

@@ -8,7 +8,7 @@ are independent of either side's separator.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -244,30 +244,26 @@ def deletions_to_item(tree: MailboxTree) -> MailboxDelete:
     )
 
 
-def add_remote_node(tree: MailboxTree, item: MailboxTreeNode, alt_char: str) -> None:
-    """Insert a received `N` into the remote tree, fixing names we cannot store (§2.4)."""
-    name = tuple(_fix_level(level, tree.separator, alt_char) for level in item.name)
-    if not item.name or any(level == "" for level in name):
+def add_remote_node(
+    tree: MailboxTree, item: MailboxTreeNode, fix_name: Callable[[Name], Name]
+) -> None:
+    """Insert a received `N` into the remote tree under a name we can store (§2.4)."""
+    if not item.name or any(level == "" for level in item.name):
         raise RemoteProtocolError("mailbox_tree_node: Invalid name")
-    node = tree.get_or_create(name)
+    node = tree.get_or_create(fix_name(item.name))
     node.existence = {"y": Existence.EXISTS, "d": Existence.DELETED}.get(
         item.existence, Existence.NONEXISTENT
     )
-    node.guid = bytes.fromhex(item.mailbox_guid) if item.mailbox_guid else None
-    if node.guid is not None and node.guid == bytes(16):
-        node.guid = None
+    try:
+        guid = bytes.fromhex(item.mailbox_guid) if item.mailbox_guid else None
+    except ValueError as exc:
+        raise RemoteProtocolError("mailbox_tree_node: Invalid mailbox_guid") from exc
+    node.guid = guid if guid and guid != bytes(16) else None
     node.uid_validity = item.uid_validity
     node.uid_next = item.uid_next
     node.last_renamed_or_created = item.last_renamed_or_created
     node.subscribed = item.subscribed
     node.last_subscription_change = item.last_subscription_change
-
-
-def _fix_level(level: str, separator: str, alt_char: str) -> str:
-    """Replace the local separator and control characters by alt_char (§2.4 step 2-3)."""
-    fixed = "".join(alt_char if (c == separator or ord(c) < 0x20) else c for c in level)
-    # Undecodable bytes arrive as surrogates: repair them like invalid UTF-8.
-    return "".join(alt_char if 0xDC80 <= ord(c) <= 0xDCFF else c for c in fixed)
 
 
 def remote_deletions(item: MailboxDelete) -> DeletionRecords:

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import BinaryIO
 
+from ..errors import InvalidMailboxNameError
+
 
 class LogType(IntEnum):
     """Record types of Dovecot's `dovecot.mailbox.log` (storage-formats.md §7.4)."""
@@ -235,8 +237,16 @@ class Storage(ABC):
 
     separator: str = "/"
     escape_char: str = "%"
+    list_separator: str = "/"  # the on-disk hierarchy separator ("." for Maildir++)
     have_save_guids: bool = True
     have_only_guid128: bool = False
+
+    def check_name(self, vname: str) -> None:
+        """Raise InvalidMailboxNameError when this store cannot hold `vname`."""
+        if not vname or "\0" in vname or any(0xDC80 <= ord(c) <= 0xDCFF for c in vname):
+            raise InvalidMailboxNameError(f"Invalid mailbox name: {vname!r}")
+        if any(level in ("", ".", "..") for level in vname.split(self.separator)):
+            raise InvalidMailboxNameError(f"Invalid mailbox name: {vname!r}")
 
     @abstractmethod
     def list_mailboxes(self) -> list[MailboxEntry]:

@@ -101,6 +101,13 @@ class MaildirStorage(Storage):
 
     # -- listing --
 
+    @property
+    def list_separator(self) -> str:  # type: ignore[override]
+        return self.names.list_sep
+
+    def check_name(self, vname: str) -> None:
+        self.names.normalize(vname)
+
     def list_mailboxes(self) -> list[MailboxEntry]:
         # Implicit parents (Maildir++ `.a.b` without `.a`) are not listed: Dovecot
         # reports them as nonexistent and sends them as `N<name>\tn` (vector e3).

@@ -154,6 +154,9 @@ class MemoryStorage(Storage):
 
     # -- the Storage interface
 
+    def check_name(self, vname: str) -> None:
+        check_name(vname, self.separator)
+
     def list_mailboxes(self) -> list[MailboxEntry]:
         entries = []
         for name in sorted(self._nodes, key=lambda n: n.split(self.separator)):

@@ -61,6 +61,10 @@ ITEM_NAMES: dict[type[object], str] = {
 }
 
 
+# Dovecot's dsync input buffer is unbounded; a line this long is an attack, not mail
+# (bodies travel as streams, never as lines).
+MAX_LINE_LENGTH = 10 * 1024 * 1024
+
 class ByteStream(Protocol):
     """What `StreamChannel` needs from a transport; `DuplexStream` is one."""
 
@@ -108,11 +112,18 @@ class StreamChannel:
     The caller owns `stream` and closes it after `close()`.
     """
 
-    def __init__(self, stream: ByteStream, *, minor: int = 5, name: str = "remote") -> None:
+    def __init__(
+        self,
+        stream: ByteStream,
+        *,
+        minor: int = 5,
+        name: str = "remote",
+        max_line_length: int = MAX_LINE_LENGTH,
+    ) -> None:
         self.name = name
         self._stream = stream
         self._encoder = Encoder(minor)
-        self._decoder = Decoder()
+        self._decoder = Decoder(max_line_length)
         self._out = bytearray(self._encoder.preamble())  # start-up burst, part 1 (§5.1)
         self._pending: deque[Item] = deque()
         self._progress = _Progress()
