@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import subprocess
 import sys
@@ -62,9 +63,7 @@ def home(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _bytes_io(data: bytes) -> object:
-    import io
-
+def _bytes_io(data: bytes) -> io.BytesIO:
     return io.BytesIO(data)
 
 
@@ -84,7 +83,9 @@ def handshake() -> Handshake:
     )
 
 
-def assert_failed_cleanly(proc: subprocess.CompletedProcess[bytes], home: Path, before: dict[str, str]) -> None:
+def assert_failed_cleanly(
+    proc: subprocess.CompletedProcess[bytes], home: Path, before: dict[str, str]
+) -> None:
     assert proc.returncode == 75, proc.stderr
     lines = proc.stderr.decode(errors="replace").strip().splitlines()
     assert lines and all("Error:" in line for line in lines), lines
@@ -102,9 +103,7 @@ def assert_failed_cleanly(proc: subprocess.CompletedProcess[bytes], home: Path, 
         pytest.param(
             master_stream(handshake()) + b"N" + b"x" * (11 << 20) + b"\n", id="oversized-line"
         ),
-        pytest.param(
-            master_stream(handshake()) + b"Bnothex\t1\t1\t0\t1\t1\t0\n", id="bad-guid"
-        ),
+        pytest.param(master_stream(handshake()) + b"Bnothex\t1\t1\t0\t1\t1\t0\n", id="bad-guid"),
     ],
 )
 def test_protocol_garbage(home: Path, stdin: bytes) -> None:

@@ -82,90 +82,135 @@ def sync_mailbox(
     role: Role,
     opts: SyncOptions,
 ) -> MailboxOutcome:
-    warnings: list[str] = []
-    last_uid = saved.last_common_uid if saved else 0
-    last_modseq = saved.last_common_modseq if saved else 0
-    usable = guids_usable(local, remote, role, opts)
-    exporter = None
-    if role.exporter:
-        exporter = Exporter(
-            mailbox,
+    return _MailboxSync(channel, mailbox, local, remote, saved, role, opts).run()
+
+
+class _MailboxSync:
+    """One side of steps 6a-6e for one mailbox."""
+
+    def __init__(
+        self,
+        channel: Channel,
+        mailbox: Mailbox,
+        local: MailboxRecord,
+        remote: MailboxRecord,
+        saved: MailboxState | None,
+        role: Role,
+        opts: SyncOptions,
+    ) -> None:
+        self.channel = channel
+        self.mailbox = mailbox
+        self.local = local
+        self.remote = remote
+        self.role = role
+        self.opts = opts
+        self.warnings: list[str] = []
+        self.last_uid = saved.last_common_uid if saved else 0
+        self.last_modseq = saved.last_common_modseq if saved else 0
+        self.usable = guids_usable(local, remote, role, opts)
+        self.exporter: Exporter | None = None
+        self.importer: Importer | None = None
+
+    def run(self) -> MailboxOutcome:
+        try:
+            if self.role.exporter:
+                self.send_changes()
+            if self.role.importer:
+                self.receive_changes()
+            if self.exporter is not None:
+                self.send_mails()
+            result = self.receive_mails() if self.importer is not None else None
+        except BaseException:
+            if self.importer is not None:
+                self.importer.tx.rollback()  # nothing half-imported becomes visible
+            raise
+        return self.exchange_states(result)
+
+    def send_changes(self) -> None:
+        self.exporter = Exporter(
+            self.mailbox,
             ExportOptions(
-                last_common_uid=last_uid,
-                last_common_modseq=last_modseq,
-                guids_usable=usable,
-                remote_is_empty=remote.messages_count == 0,
-                hashed_headers=opts.hashed_headers,
-                hash_version=opts.hash_version,
-                with_timestamps=bool(opts.filter.since or opts.filter.until),
-                with_sizes=bool(opts.filter.max_size),
+                last_common_uid=self.last_uid,
+                last_common_modseq=self.last_modseq,
+                guids_usable=self.usable,
+                remote_is_empty=self.remote.messages_count == 0,
+                hashed_headers=self.opts.hashed_headers,
+                hash_version=self.opts.hash_version,
+                with_timestamps=bool(self.opts.filter.since or self.opts.filter.until),
+                with_sizes=bool(self.opts.filter.max_size),
             ),
         )
-        if role.peer_minor >= 1:
-            channel.send(END_OF_LIST)  # attributes: none exported yet
-        for change in exporter.changes():
-            channel.send(change)
-        channel.send(END_OF_LIST)
-        channel.flush()
-    importer = None
-    if role.importer:
-        importer = Importer(
-            mailbox,
+        if self.role.peer_minor >= 1:
+            self.channel.send(END_OF_LIST)  # attributes: none exported yet
+        for change in self.exporter.changes():
+            self.channel.send(change)
+        self.channel.send(END_OF_LIST)
+        self.channel.flush()
+
+    def receive_changes(self) -> None:
+        opts, local, remote = self.opts, self.local, self.remote
+        self.importer = importer = Importer(
+            self.mailbox,
             remote,
             ImportOptions(
-                last_common_uid=last_uid,
-                last_common_modseq=last_modseq,
-                master=role.master,
-                revert=role.revert,
-                guids_usable=usable,
+                last_common_uid=self.last_uid,
+                last_common_modseq=self.last_modseq,
+                master=self.role.master,
+                revert=self.role.revert,
+                guids_usable=self.usable,
                 use_guid128=local.have_only_guid128 or remote.have_only_guid128,
                 empty_hdr_workaround=opts.empty_hdr_workaround,
                 hashed_headers=opts.hashed_headers,
                 hash_version=opts.hash_version,
                 filter=opts.filter,
             ),
-            warn=warnings,
+            warn=self.warnings,
         )
-        if role.peer_minor >= 1:
-            _receive_attributes(channel, warnings)
-        for change in _receive_list(channel, MailChange):
+        if self.role.peer_minor >= 1:
+            _receive_attributes(self.channel, self.warnings)
+        for change in _receive_list(self.channel, MailChange):
             importer.import_change(change)
         requests = importer.changes_finish()
-        if role.mail_requests:
+        if self.role.mail_requests:
             for request in requests:
-                channel.send(request)
-            channel.send(END_OF_LIST)
-            channel.flush()
-    if exporter is not None:
-        if role.mail_requests:
-            wanted = list(_receive_list(channel, MailRequest))
-            mails = exporter.mails_for(wanted)
+                self.channel.send(request)
+            self.channel.send(END_OF_LIST)
+            self.channel.flush()
+
+    def send_mails(self) -> None:
+        assert self.exporter is not None
+        if self.role.mail_requests:
+            wanted = list(_receive_list(self.channel, MailRequest))
+            mails = self.exporter.mails_for(wanted)
         else:
-            mails = exporter.all_saved_mails()
+            mails = self.exporter.all_saved_mails()
         for mail in mails:
-            channel.send(mail)
-        channel.send(END_OF_LIST)
-        channel.flush()
-    result = None
-    if importer is not None:
-        for mail in _receive_list(channel, Mail):
+            self.channel.send(mail)
+        self.channel.send(END_OF_LIST)
+        self.channel.flush()
+
+    def receive_mails(self) -> ImportResult:
+        assert self.importer is not None
+        for mail in _receive_list(self.channel, Mail):
             try:
-                importer.import_mail(mail)
+                self.importer.import_mail(mail)
             finally:
                 if mail.body is not None:
                     mail.body.close()
-        result = importer.finish()
-    state = _local_state(mailbox, local, remote, result)
-    channel.send(state)
-    channel.flush()
-    peer_state = channel.recv()
-    if not isinstance(peer_state, MailboxState):
-        raise RemoteProtocolError(
-            "Remote sent end-of-list instead of a mailbox state"
-            if peer_state is END_OF_LIST
-            else f"Received unexpected input {_char(peer_state)} != S"
-        )
-    return MailboxOutcome(_merge_states(state, peer_state), result, warnings)
+        return self.importer.finish()
+
+    def exchange_states(self, result: ImportResult | None) -> MailboxOutcome:
+        state = _local_state(self.mailbox, self.local, self.remote, result)
+        self.channel.send(state)
+        self.channel.flush()
+        peer_state = self.channel.recv()
+        if not isinstance(peer_state, MailboxState):
+            raise RemoteProtocolError(
+                "Remote sent end-of-list instead of a mailbox state"
+                if peer_state is END_OF_LIST
+                else f"Received unexpected input {_char(peer_state)} != S"
+            )
+        return MailboxOutcome(_merge_states(state, peer_state), result, self.warnings)
 
 
 def _local_state(

@@ -6,6 +6,7 @@ import threading
 import time
 
 from ..errors import (
+    ExitCode,
     MailboxNotFoundError,
     MailError,
     PeerClosedError,
@@ -175,8 +176,8 @@ def run_slave(
         channel.close(send_done=False)  # no X after a protocol error (§11.1)
         return result_from(brain.outcome, None)
     except Exception as exc:
+        # A brain failure mid-session ends with `X` only, as Dovecot's slave does (§11.1).
         report_failure(brain.outcome, exc)
-        _send_finish(brain)
         channel.close(send_done=True)
         return result_from(brain.outcome, None)
     _send_finish(brain)
@@ -303,5 +304,8 @@ def _merge_local_slave(result: SyncResult, slave: SyncResult) -> None:
         result.changes_during_sync = slave.changes_during_sync
         if result.exit_code == 0:
             result.exit_code = slave.exit_code
-    if slave.exit_code not in (0, 2) and result.exit_code in (0, 2):
+    if slave.exit_code not in (0, 2) and (
+        result.exit_code in (0, 2) or slave.exit_code != ExitCode.TEMPFAIL
+    ):
+        # The slave's own error says more than the master's "remote closed".
         result.exit_code = slave.exit_code
