@@ -244,14 +244,25 @@ class TreeConformance(ConformanceBase):
         assert inbox is not None and inbox.guid == box.status().guid
         with pytest.raises(MailboxExistsError):
             storage.create_mailbox("inbox")
-        for name in ("INBOX", "Inbox"):
-            with pytest.raises(StorageError) as err:
-                storage.delete_mailbox(name)
-            assert err.value.mail_error == MailError.NOTPOSSIBLE
         with pytest.raises(StorageError):
             storage.rename_mailbox("INBOX", "Elsewhere")
         assert self.entry(storage, "INBOX") == inbox
         assert self.entry(storage, "Elsewhere") is None
+
+    def test_deleting_inbox_resets_it(self, storage: Storage) -> None:
+        """INBOX can't disappear; deleting it empties it and gives it a new identity, so a
+        backup can rebuild it (Dovecot refuses instead and fails every later backup)."""
+        self.save(storage, "INBOX", msg(1, b"gone"), msg(7, b"gone too"))
+        old = storage.open_mailbox("INBOX").status()
+        records = self.logged(storage, lambda: storage.delete_mailbox("Inbox"))
+        assert [(r.type, r.key) for r in records][:1] == [(LogType.DELETE_MAILBOX, old.guid)]
+        box = storage.open_mailbox("INBOX")
+        new = box.status()
+        assert box.messages() == [] and new.messages == 0 and new.uid_next == 1
+        assert new.guid != old.guid and new.uid_validity != old.uid_validity
+        self.save(storage, "INBOX", msg(1, b"fresh"))
+        box.refresh()
+        assert self.body(box, 1) == b"fresh"
 
     @pytest.mark.parametrize("template", HOSTILE_NAMES)
     def test_hostile_names_rejected(self, storage: Storage, template: str) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..errors import MailboxExistsError, MailboxNotFoundError, MailError, StorageError
+from ..errors import MailboxExistsError, MailboxNotFoundError, StorageError
 from ..storage.base import Storage
 from .tree_sync import ChangeKind, TreeChange
 
@@ -27,11 +27,8 @@ def apply_tree_changes(
         except (MailboxExistsError, MailboxNotFoundError) as exc:
             outcome.changed(f"Mailbox {vname} {change.kind.value} conflict: {exc}")
         except StorageError as exc:
-            if exc.mail_error is MailError.NOTPOSSIBLE and change.kind is ChangeKind.DELETE_BOX:
-                _empty_inbox(storage, vname, change, outcome)
-            else:
-                outcome.fail(f"Mailbox {vname}: {change.kind.value} failed: {exc}", exc.mail_error)
-                raise
+            outcome.fail(f"Mailbox {vname}: {change.kind.value} failed: {exc}", exc.mail_error)
+            raise
 
 
 def _apply(storage: Storage, change: TreeChange, vname: str, session: Session) -> None:
@@ -72,6 +69,8 @@ def _create_box(storage: Storage, change: TreeChange, vname: str, session: Sessi
         if (wanted > current and not backup) or (wanted != current and session.backup_recv):
             with box.transaction() as tx:
                 tx.set_guid(wanted)
+                if session.backup_recv and change.uid_validity:
+                    tx.set_uid_validity(change.uid_validity)
     finally:
         box.close()
 
@@ -83,19 +82,3 @@ def _vname_of_guid(storage: Storage, guid: bytes | None) -> str | None:
         if entry.guid == guid:
             return entry.vname
     raise MailboxNotFoundError(f"GUID {guid.hex()} deletion conflict: mailbox not found")
-
-
-def _empty_inbox(storage: Storage, vname: str, change: TreeChange, outcome: Outcome) -> None:
-    """INBOX can't be deleted: empty it and give it the identity the source wants.
-
-    Dovecot fails here with "INBOX can't be deleted" on every run (§4 backup caveat);
-    expunging and re-keying it lets the normal mailbox sync refill it instead.
-    """
-    box = storage.open_mailbox(vname)
-    try:
-        with box.transaction() as tx:
-            for info in box.messages():
-                tx.expunge(info.uid)
-    finally:
-        box.close()
-    outcome.warnings.append(f"Mailbox {vname} can't be deleted: emptied it instead")

@@ -227,7 +227,8 @@ class MaildirStorage(Storage):
     def delete_mailbox(self, vname: str) -> None:
         vname = _normalize(self.names, vname)
         if vname == "INBOX":
-            raise StorageError("INBOX can't be deleted.", MailError.NOTPOSSIBLE)
+            self._reset_inbox()
+            return
         if not self._is_mailbox(vname):
             raise MailboxNotFoundError(f"Mailbox doesn't exist: {vname}")
         paths = self.paths(vname)
@@ -244,6 +245,30 @@ class MaildirStorage(Storage):
             self._log(LogType.DELETE_MAILBOX, guid)
         if dir_gone:
             self._log(LogType.DELETE_DIR, name_hash(vname))
+
+    def _reset_inbox(self) -> None:
+        """INBOX can't go away: drop its mail and identity instead (new GUID, UIDVALIDITY,
+        UIDNEXT 1 on next access). Dovecot refuses ("INBOX can't be deleted"), which makes
+        every later backup fail once the destination's INBOX got its own mail (§4)."""
+        paths = self.paths("INBOX")
+        guid = self._mailbox_guid(paths)
+        try:
+            graveyard = self._staging_dir("delete")
+            os.rename(paths.mail / "cur", graveyard)
+            shutil.rmtree(graveyard, ignore_errors=True)
+            for sub in ("new", "tmp"):
+                for entry in os.scandir(paths.mail / sub):
+                    os.unlink(entry.path)
+            for path in (paths.uidlist, paths.keywords, paths.sidecar):
+                path.unlink(missing_ok=True)
+            # Dovecot's own index would otherwise bring back the old UIDNEXT.
+            for entry in os.scandir(paths.index):
+                if entry.name.startswith("dovecot.index") and entry.is_file():
+                    os.unlink(entry.path)
+        except OSError as exc:
+            raise storage_error(exc, "resetting INBOX") from exc
+        if guid is not None:
+            self._log(LogType.DELETE_MAILBOX, guid)
 
     @staticmethod
     def _mailbox_guid(paths: FolderPaths) -> bytes | None:

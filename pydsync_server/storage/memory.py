@@ -190,10 +190,12 @@ class MemoryStorage(Storage):
 
     def delete_mailbox(self, vname: str) -> None:
         name = self._name(vname)
-        if name == INBOX:
-            raise StorageError("INBOX can't be deleted.", MailError.NOTPOSSIBLE)
         box = self._box(name)
         self._log_add(LogType.DELETE_MAILBOX, box.guid)
+        if name == INBOX:
+            # INBOX can't go away: it comes back empty with a new identity.
+            self._nodes[name] = self._new_box(None, 0)
+            return
         if self._has_children(name):
             self._nodes[name] = None  # stays as the children's \NoSelect parent
         else:
