@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import BinaryIO, TextIO
 
@@ -24,6 +25,7 @@ from ..storage.location import (
     open_storage,
 )
 from .config import Config
+from .ownership import give_back, mail_owner, store_paths
 
 Clock = Callable[[], float]
 
@@ -75,5 +77,18 @@ class Context:
             location, clock=self.clock, hostname=self.hostname, drivers=self.drivers
         )
 
-    def open_user_storage(self, user: UserEnv) -> Storage:
-        return self.open(self.location(user))
+    @contextmanager
+    def storage_at(self, location: MailLocation, home: str | None) -> Iterator[Storage]:
+        """Open a store; close it afterwards and, when root, give its files back to the
+        mail user (see ownership.py)."""
+        owner = mail_owner(self.config.as_mapping(), location, home)
+        storage = self.open(location)
+        try:
+            yield storage
+        finally:
+            storage.close()
+            if owner is not None:
+                give_back(store_paths(location), owner)
+
+    def user_storage(self, user: UserEnv) -> AbstractContextManager[Storage]:
+        return self.storage_at(self.location(user), user.home)

@@ -55,16 +55,13 @@ def run_sync(ctx: Context, command: str, parsed: Parsed, operands: list[str]) ->
     if isinstance(dest, TcpDestination):
         raise UsageError("tcp: and tcps: destinations are not supported by pydsync")
     timeout = float(parse_uint(parsed.value("timeout"), "-T", int(DEFAULT_TIMEOUT)))
-    storage = ctx.open_user_storage(user)
-    try:
+    with ctx.user_storage(user) as storage:
         if isinstance(dest, LocalDestination):
             result = _run_local(ctx, user, storage, dest, settings)
         else:
             result = _run_command(
                 ctx, user, storage, dest, settings, timeout, parsed.value("rawlog")
             )
-    finally:
-        storage.close()
     return _report(ctx, user, settings, result)
 
 
@@ -80,13 +77,10 @@ def _run_local(
         raise DsyncError(
             f"Both source and destination mail_location points to same directory: {here.path}"
         )
-    other = ctx.open(dest.location)
-    try:
+    with ctx.storage_at(dest.location, user.home) as other:
         return run_local(
             storage, other, settings, clock=ctx.clock, log=ctx.log_for(f"dsync({user.user})")
         )
-    finally:
-        other.close()
 
 
 def _run_command(
@@ -143,17 +137,14 @@ def run_server(ctx: Context, parsed: Parsed, operands: list[str]) -> int:
         raise UsageError(f"Unexpected parameter: {operands[0]}")
     user = ctx.user_env(parsed.value("user"))
     timeout = float(parse_uint(parsed.value("timeout"), "-T", int(DEFAULT_TIMEOUT)))
-    storage = ctx.open_user_storage(user)
     log = ctx.log_for(f"dsync-server({user.user})")
-    try:
+    with ctx.user_storage(user) as storage:
         stream = stdio_stream(timeout=timeout, rawlog=parsed.value("rawlog"))
         try:
             channel = StreamChannel(stream, name="remote")
             result = run_slave(storage, channel, hostname=ctx.hostname, clock=ctx.clock, log=log)
         finally:
             stream.close()
-    finally:
-        storage.close()
     for error in result.errors:
         log(f"Error: {error}")
     return int(result.exit_code)

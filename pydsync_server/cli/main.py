@@ -79,8 +79,7 @@ def _sync_or_backup(ctx: Context, name: str, parsed: Parsed, operands: list[str]
 
 def _mailbox_list(ctx: Context, parsed: Parsed, operands: list[str]) -> int:
     user = ctx.user_env(parsed.value("user"))
-    storage = ctx.open_user_storage(user)
-    try:
+    with ctx.user_storage(user) as storage:
         return inspect.mailbox_list(
             ctx,
             storage,
@@ -89,8 +88,6 @@ def _mailbox_list(ctx: Context, parsed: Parsed, operands: list[str]) -> int:
             mutf7=parsed.flag("mutf7"),
             formatter=_formatter(ctx, parsed, "flow"),
         )
-    finally:
-        storage.close()
 
 
 def _mailbox_status(ctx: Context, parsed: Parsed, operands: list[str]) -> int:
@@ -99,8 +96,7 @@ def _mailbox_status(ctx: Context, parsed: Parsed, operands: list[str]) -> int:
             "mailbox status: fields and a mailbox are needed", COMMANDS["mailbox status"].usage
         )
     user = ctx.user_env(parsed.value("user"))
-    storage = ctx.open_user_storage(user)
-    try:
+    with ctx.user_storage(user) as storage:
         return inspect.mailbox_status(
             ctx,
             storage,
@@ -109,8 +105,6 @@ def _mailbox_status(ctx: Context, parsed: Parsed, operands: list[str]) -> int:
             total=parsed.flag("total"),
             formatter=_formatter(ctx, parsed, "flow"),
         )
-    finally:
-        storage.close()
 
 
 def _fetch(ctx: Context, parsed: Parsed, operands: list[str]) -> int:
@@ -119,8 +113,7 @@ def _fetch(ctx: Context, parsed: Parsed, operands: list[str]) -> int:
             "fetch: fields and a search query are needed", COMMANDS["fetch"].usage
         )
     user = ctx.user_env(parsed.value("user"))
-    storage = ctx.open_user_storage(user)
-    try:
+    with ctx.user_storage(user) as storage:
         return fetch(
             ctx,
             storage,
@@ -129,8 +122,6 @@ def _fetch(ctx: Context, parsed: Parsed, operands: list[str]) -> int:
             operands[1:],
             formatter=_formatter(ctx, parsed, "pager"),
         )
-    finally:
-        storage.close()
 
 
 COMMANDS: dict[str, Command] = {
