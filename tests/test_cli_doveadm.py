@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from dovecot import DovecotEnv, DovecotUser, require_dovecot
+from dovecot import DovecotEnv, DovecotUser, dovecot_version, require_dovecot
 
 from pydsync_server.cli.main import main
 from pydsync_server.sample import fill, mark_seen_by_a_session
@@ -37,6 +37,16 @@ FETCH_FIELDS = (
     "uid guid flags mailbox mailbox-guid seq size.physical size.virtual date.received "
     "date.saved date.sent date.sent.unixtime hdr.subject hdr.x-multi hdr.x-missing hdr body text"
 )
+
+
+def fetch_fields() -> str:
+    """pydsync prints date.sent as Dovecot 2.3 does (UTC time, then the zone); 2.4 prints
+    the sender's local time instead, so against 2.4 only date.sent.unixtime is compared."""
+    if dovecot_version() >= (2, 4, 0):
+        return FETCH_FIELDS.replace("date.sent ", "")
+    return FETCH_FIELDS
+
+
 STATUS_FIELDS = "messages recent uidnext uidvalidity unseen vsize guid firstsaved"
 FORMATS = ("pager", "flow", "tab", "json")
 
@@ -75,7 +85,7 @@ def _commands(boxes: list[str]) -> dict[str, tuple[str, list[str]]]:
             )
             cases[f"fetch {fmt} {box}"] = (
                 "exact",
-                ["-f", fmt, "fetch", FETCH_FIELDS, "mailbox", box],
+                ["-f", fmt, "fetch", fetch_fields(), "mailbox", box],
             )
     for query in (
         ["uid", "2:3"],
