@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import BinaryIO
 
-from ..errors import InvalidMailboxNameError
+from ..errors import InvalidMailboxNameError, MailError, StorageError
 
 
 class LogType(IntEnum):
@@ -119,6 +119,24 @@ class NewMessage:
     pop3_order: int = 0
 
 
+@dataclass(frozen=True)
+class Attribute:
+    """A mailbox attribute (IMAP METADATA, storage-formats.md §7.7).
+
+    `type` is "p" (private, `/private/...`) or "s" (shared); `key` has no prefix.
+    `value` None = deleted (a tombstone remembered for dsync). `last_change` is the
+    UNIX time of the last set/unset (0 unknown); `modseq` the mailbox modseq of that
+    change (0 unknown). `from_dsync` marks changes written by dsync itself.
+    """
+
+    type: str
+    key: str
+    value: str | None
+    last_change: int = 0
+    modseq: int = 0
+    from_dsync: bool = False
+
+
 def name_hash(vname: str) -> bytes:
     """sha128 of a vname: the first 16 bytes of its SHA-1 (mailbox log, dsync `D`)."""
     return hashlib.sha1(vname.encode("utf-8", "surrogateescape")).digest()[:16]
@@ -181,6 +199,12 @@ class Transaction(ABC):
     @abstractmethod
     def raise_first_recent_uid(self, uid: int) -> None: ...
 
+    def set_attribute(
+        self, type: str, key: str, value: str | None, last_change: int
+    ) -> None:
+        """Set (or with None delete) an attribute as a dsync write."""
+        raise StorageError("This storage keeps no mailbox attributes", MailError.NOTPOSSIBLE)
+
     @abstractmethod
     def commit(self) -> None: ...
 
@@ -224,6 +248,10 @@ class Mailbox(ABC):
     @abstractmethod
     def open_message(self, uid: int) -> BinaryIO:
         """The message's bytes as stored; raises MailboxNotFoundError if expunged."""
+
+    def attributes(self) -> list[Attribute]:
+        """Every attribute, deleted ones (value None) included while remembered."""
+        return []
 
     @abstractmethod
     def transaction(self) -> Transaction: ...
