@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from ..errors import MailboxNotFoundError, RemoteProtocolError
-from ..protocol.items import FLAG_RECENT, Mail, MailChange, MailRequest
+from ..protocol.items import FLAG_RECENT, Mail, MailboxAttribute, MailChange, MailRequest
 from ..storage.base import Mailbox, MessageChange, MessageInfo, guid128
+from .attributes import export_attributes
 from .hdr_hash import header_hash
 
 UNKNOWN_SIZE = 2**64 - 1
@@ -69,13 +70,21 @@ class Exporter:
         self.messages = {info.uid: info for info in mailbox.messages()}
         self._first_recent = mailbox.status().first_recent_uid
         self._instances: dict[str, int] = {}
+        self._log = mailbox.changes_since(options.last_common_modseq)
+        # No state, or a log that no longer reaches back to it: export everything.
+        self._return_all = self._log is None or options.last_common_modseq == 0
+
+    def attributes(self) -> list[MailboxAttribute]:
+        """The `A` list (§5)."""
+        return export_attributes(
+            self.mailbox.attributes(), self.options.last_common_modseq, self._return_all
+        )
 
     def changes(self) -> list[MailChange]:
         """The `C` list, ascending by UID, one entry per UID."""
         opts = self.options
-        log = self.mailbox.changes_since(opts.last_common_modseq)
-        return_all = log is None or opts.last_common_modseq == 0
-        records = {change.uid: change for change in (log or [])}
+        return_all = self._return_all
+        records = {change.uid: change for change in (self._log or [])}
         result: dict[int, MailChange] = {}
         for uid, record in records.items():
             if uid not in self.messages and (record.expunged or 0 < uid <= opts.last_common_uid):

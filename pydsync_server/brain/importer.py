@@ -15,9 +15,23 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from ..errors import MailError, StorageError
-from ..protocol.items import SYSTEM_FLAGS_MASK, Mail, MailChange, MailRequest
+from ..protocol.items import (
+    SYSTEM_FLAGS_MASK,
+    Mail,
+    MailboxAttribute,
+    MailChange,
+    MailRequest,
+)
 from ..protocol.items import Mailbox as MailboxRecord
-from ..storage.base import Mailbox, MessageChange, MessageInfo, NewMessage, guid128
+from ..storage.base import (
+    Attribute,
+    Mailbox,
+    MessageChange,
+    MessageInfo,
+    NewMessage,
+    guid128,
+)
+from .attributes import remote_wins
 from .exporter import guid_key
 from .filters import ImportFilter
 from .flag_merge import merge_flags, merge_keywords
@@ -96,6 +110,7 @@ class Importer:
         self.require_full_resync = False
         self.delete_mailbox = False
         self._hash_cache: dict[int, str] = {}
+        self._attributes: dict[tuple[str, str], Attribute] | None = None
         self._sanity_check(status.highest_modseq)
 
     def _local_log(self, modseq: int) -> dict[int, MessageChange]:
@@ -150,6 +165,23 @@ class Importer:
             if _is_empty_hash(local) or _is_empty_hash(remote):
                 return True
         return local == remote
+
+    # --- attributes (§5) -----------------------------------------------------------------
+
+    def import_attribute(self, remote: MailboxAttribute) -> None:
+        if self.require_full_resync or self.failed_reason:
+            return
+        if self._attributes is None:
+            self._attributes = {(a.type, a.key): a for a in self.mailbox.attributes()}
+        local = self._attributes.get((remote.type, remote.key))
+        if not remote_wins(remote, local, self.opts.last_common_modseq):
+            return
+        value = None if remote.deleted else remote.value
+        try:
+            self.tx.set_attribute(remote.type, remote.key, value, remote.last_change)
+        except StorageError as exc:
+            # Dovecot logs attribute errors and goes on (§5).
+            self.warn.append(f"Mailbox {self.mailbox.vname}: attribute {remote.key}: {exc}")
 
     # --- change import (§3.6.2, §3.6.3) --------------------------------------------------
 

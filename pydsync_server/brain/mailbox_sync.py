@@ -141,7 +141,9 @@ class _MailboxSync:
             ),
         )
         if self.role.peer_minor >= 1:
-            self.channel.send(END_OF_LIST)  # attributes: none exported yet
+            for attribute in self.exporter.attributes():
+                self.channel.send(attribute)
+            self.channel.send(END_OF_LIST)
         for change in self.exporter.changes():
             self.channel.send(change)
         self.channel.send(END_OF_LIST)
@@ -167,7 +169,8 @@ class _MailboxSync:
             warn=self.warnings,
         )
         if self.role.peer_minor >= 1:
-            _receive_attributes(self.channel, self.warnings)
+            for attribute in _receive_list(self.channel, MailboxAttribute):
+                importer.import_attribute(attribute)
         for change in _receive_list(self.channel, MailChange):
             importer.import_change(change)
         requests = importer.changes_finish()
@@ -247,14 +250,6 @@ def _merge_states(own: MailboxState, peer: MailboxState) -> MailboxState:
         last_messages_count=own.last_messages_count,
         changes_during_sync=peer.changes_during_sync,
     )
-
-
-def _receive_attributes(channel: Channel, warnings: list[str]) -> None:
-    for attribute in _receive_list(channel, MailboxAttribute):
-        warnings.append(
-            f"Ignoring mailbox attribute {attribute.type}/{attribute.key}: "
-            "this storage keeps no attributes"
-        )
 
 
 def _receive_list(channel: Channel, kind: type[T]) -> Iterator[T]:
