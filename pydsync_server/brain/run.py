@@ -51,6 +51,7 @@ def run_master(
     log: Log = lambda _msg: None,
 ) -> SyncResult:
     sync_type, saved = parse_saved_state(settings, log)
+    saved = _usable_states(storage, saved, log)
     handshake = handshake_for(settings, sync_type)
     brain = Brain(storage, channel, log=log)
     session = _session(handshake, master=True, saved=saved)
@@ -109,7 +110,13 @@ def _master_mailbox(
         brain.outcome.changed(
             f"Remote lost mailbox GUID {local.mailbox_guid} (maybe it was just deleted?)"
         )
-        brain.outcome.require_full_resync = True
+        # Dovecot prints an empty state here and may do so on every later run; dropping
+        # only this mailbox's entry makes the next run sync it in full, the rest stays.
+        states.pop(local.mailbox_guid, None)
+        return
+    if _stateful_uidvalidity_change(session, local, remote):
+        brain.outcome.changed("UIDVALIDITY changed during a stateful sync, need to restart")
+        states.pop(local.mailbox_guid, None)
         return
     if not boxes_need_sync(session, local, remote):
         states.setdefault(
@@ -119,6 +126,47 @@ def _master_mailbox(
     state = brain.run_mailbox(session, vname, local, remote)
     if state is not None:
         states[local.mailbox_guid] = state
+
+
+def _usable_states(
+    storage: Storage, saved: dict[str, MailboxState], log: Log
+) -> dict[str, MailboxState]:
+    """Drop saved states our own mailboxes contradict, so those mailboxes get a full
+    sync now instead of an unusable incremental one (the importer's sanity check, §3.6.1)."""
+    if not saved:
+        return saved
+    usable = dict(saved)
+    names = {e.guid.hex(): e.vname for e in storage.list_mailboxes() if e.guid is not None}
+    for guid, state in saved.items():
+        vname = names.get(guid)
+        if vname is None:
+            continue
+        box = storage.open_mailbox(vname)
+        try:
+            box.refresh()
+            status = box.status()
+            stale = (
+                status.uid_validity != state.last_uidvalidity
+                or status.uid_next <= state.last_common_uid
+                or status.highest_modseq < state.last_common_modseq
+            )
+        finally:
+            box.close()
+        if stale:
+            log(f"Warning: Mailbox {vname}: saved state doesn't match, doing a full sync of it")
+            del usable[guid]
+    return usable
+
+
+def _stateful_uidvalidity_change(
+    session: Session, local: MailboxRecord, remote: MailboxRecord
+) -> bool:
+    saved = session.saved_states.get(local.mailbox_guid)
+    return (
+        saved is not None
+        and saved.last_common_uid > 0
+        and local.uid_validity != remote.uid_validity
+    )
 
 
 def _unchanged_since(saved: MailboxState, local: MailboxRecord) -> bool:
@@ -221,6 +269,13 @@ def _slave_mailbox(brain: Brain, session: Session, remote: MailboxRecord) -> Non
         if not ignore:
             brain.outcome.changed(f"Mailbox GUID {remote.mailbox_guid} was lost")
         brain.channel.send(lost_record(remote.mailbox_guid, ignore=ignore))
+        brain.channel.flush()
+        return
+    if _stateful_uidvalidity_change(session, local, remote):
+        # §3.2: the state is void; Dovecot answers "lost" and wants a full resync.
+        brain.outcome.changed("UIDVALIDITY changed during a stateful sync, need to restart")
+        brain.outcome.require_full_resync = True
+        brain.channel.send(lost_record(remote.mailbox_guid, ignore=False))
         brain.channel.flush()
         return
     brain.channel.send(local)
