@@ -277,12 +277,15 @@ def lost_record(guid: str, *, ignore: bool) -> MailboxRecord:
     )
 
 
-def state_string(
-    outcome: Outcome, states: dict[str, MailboxState], tree: MailboxTree | None
-) -> str:
+def state_string(outcome: Outcome, states: dict[str, MailboxState], storage: Storage) -> str:
+    """The `-s` output: states of mailboxes that exist now (GUIDs as the storage has
+    them after the run: a merge may have changed one)."""
     if outcome.require_full_resync:
         return ""
-    existing = set(tree.guid_index()) if tree is not None else set()
+    try:
+        existing = {e.guid for e in storage.list_mailboxes() if e.guid is not None}
+    except DsyncError:
+        existing = set()
     kept = [s for guid, s in states.items() if bytes.fromhex(guid) in existing]
     return encode_state(kept)
 

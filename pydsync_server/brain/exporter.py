@@ -9,11 +9,13 @@ thousand queued `M` items never hold a thousand open files.
 from __future__ import annotations
 
 import io
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from ..errors import MailboxNotFoundError, RemoteProtocolError
+from ..errors import MailboxNotFoundError, MailError, RemoteProtocolError, StorageError
 from ..protocol.items import FLAG_RECENT, Mail, MailboxAttribute, MailChange, MailRequest
 from ..storage.base import Mailbox, MessageChange, MessageInfo, guid128
 from .attributes import export_attributes
@@ -35,12 +37,18 @@ class ExportOptions:
 
 
 class LazyBody(io.RawIOBase):
-    """A message body that opens the stored file on first read and closes at EOF."""
+    """A message body that opens the stored file on first read and closes at EOF.
+
+    `released` is set once the reader is done with it: the exporting side waits for
+    that before committing moves or expunges that would pull the file away (the local
+    channel hands the body itself to the other brain, which reads it later).
+    """
 
     def __init__(self, opener: Callable[[], BinaryIO]) -> None:
         super().__init__()
         self._opener = opener
         self._file: BinaryIO | None = None
+        self.released = threading.Event()
 
     def readable(self) -> bool:
         return True
@@ -61,6 +69,7 @@ class LazyBody(io.RawIOBase):
             self._file.close()
             self._file = None
         super().close()
+        self.released.set()
 
 
 class Exporter:
@@ -70,6 +79,7 @@ class Exporter:
         self.messages = {info.uid: info for info in mailbox.messages()}
         self._first_recent = mailbox.status().first_recent_uid
         self._instances: dict[str, int] = {}
+        self._bodies: list[LazyBody] = []
         self._log = mailbox.changes_since(options.last_common_modseq)
         # No state, or a log that no longer reaches back to it: export everything.
         self._return_all = self._log is None or options.last_common_modseq == 0
@@ -171,17 +181,32 @@ class Exporter:
             pop3_order=info.pop3_order,
             received_date=info.received_date,
             saved_date=info.saved_date,
-            body=LazyBody(self._opener(uid)),  # type: ignore[arg-type]
+            body=self._lazy_body(uid),  # type: ignore[arg-type]
         )
+
+    def _lazy_body(self, uid: int) -> LazyBody:
+        body = LazyBody(self._opener(uid))
+        self._bodies.append(body)
+        return body
 
     def _opener(self, uid: int) -> Callable[[], BinaryIO]:
         def open_it() -> BinaryIO:
             try:
                 return self.mailbox.open_message(uid)
-            except MailboxNotFoundError:
-                return io.BytesIO(b"")
+            except MailboxNotFoundError as exc:
+                raise StorageError(
+                    f"Mailbox {self.mailbox.vname}: UID {uid} was expunged while being sent",
+                    MailError.EXPUNGED,
+                ) from exc
 
         return open_it
+
+    def wait_bodies_released(self, timeout: float) -> None:
+        """Block until the peer has read (or dropped) every body handed to it."""
+        deadline = time.monotonic() + timeout
+        for body in self._bodies:
+            if not body.released.wait(max(0.0, deadline - time.monotonic())):
+                raise StorageError("Peer did not read the message bodies sent to it")
 
 
 def _expunge_change(record: MessageChange) -> MailChange:

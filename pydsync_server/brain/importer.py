@@ -101,6 +101,8 @@ class Importer:
         self.cursor = self._cursor_start(self.last_common_uid)
         self.changed_uids: set[int] = set()
         self.maybe_expunge: list[int] = []
+        self.remote_expunged: set[int] = set()  # explicit `e` changes seen while searching
+        self.unlisted: list[int] = []  # below the common UID, the peer never listed them
         self.delayed: list[MailChange] = []
         self.newmails: list[NewMail] = []
         self.groups: dict[str, list[NewMail]] = {}
@@ -254,8 +256,12 @@ class Importer:
         self.common_found = True
         self.cursor = self._cursor_start(self.last_common_uid)
         for uid in self.maybe_expunge:
-            if uid <= self.last_common_uid:
+            if uid > self.last_common_uid:
+                continue
+            if self.opts.revert or uid in self.remote_expunged:
                 self._expunge_local(uid)
+            else:
+                self.unlisted.append(uid)
         delayed, self.delayed = self.delayed, []
         for change in delayed:
             if change.uid > self.last_common_uid and self.opts.filter.wants(change):
@@ -267,6 +273,7 @@ class Importer:
                 msg = self._cursor_msg()
                 if msg is not None and msg.uid == change.uid:
                     self.maybe_expunge.append(change.uid)
+                    self.remote_expunged.add(change.uid)
             return
         info = self.local_by_uid.get(change.uid)
         if info is None:
@@ -415,8 +422,22 @@ class Importer:
         self._try_save(None)
         if self.failed_reason:
             return []
+        self._offer_unlisted()
         self._assign_uids()
         return self._place_messages()
+
+    def _offer_unlisted(self) -> None:
+        """Local mail below the common UID that the peer did not list.
+
+        Dovecot concludes the peer expunged it and expunges it here (§3.6.2). With no
+        expunge record to prove that, it is as likely a hole a filtered sync (-t/-e/-I/-O)
+        or a partial restore left on the peer (pitfall 24): rather than lose it, give it
+        a new UID above both sides, so the next run copies it to the peer.
+        """
+        for uid in self.unlisted:
+            info = self.local_by_uid.get(uid)
+            if info is not None:
+                self._add_newmail(NewMail(self._local_key(info), uid, False, local=info))
 
     def _assign_uids(self) -> None:
         next_uid = max(self.local_uid_next, self.remote.uid_next)

@@ -30,6 +30,10 @@ from .importer import Importer, ImportOptions, ImportResult
 
 T = TypeVar("T")
 
+# How long an exporter waits for the peer to finish reading the bodies it was given
+# (only the in-process channel hands bodies over unread), as Dovecot's -T default.
+BODY_RELEASE_TIMEOUT = 600.0
+
 
 @dataclass(frozen=True)
 class Role:
@@ -119,7 +123,13 @@ class _MailboxSync:
                 self.receive_changes()
             if self.exporter is not None:
                 self.send_mails()
-            result = self.receive_mails() if self.importer is not None else None
+            if self.importer is not None:
+                self.receive_mail_bodies()
+                if self.exporter is not None:
+                    self.exporter.wait_bodies_released(BODY_RELEASE_TIMEOUT)
+                result: ImportResult | None = self.importer.finish()
+            else:
+                result = None
         except BaseException:
             if self.importer is not None:
                 self.importer.tx.rollback()  # nothing half-imported becomes visible
@@ -192,7 +202,7 @@ class _MailboxSync:
         self.channel.send(END_OF_LIST)
         self.channel.flush()
 
-    def receive_mails(self) -> ImportResult:
+    def receive_mail_bodies(self) -> None:
         assert self.importer is not None
         for mail in _receive_list(self.channel, Mail):
             try:
@@ -200,7 +210,6 @@ class _MailboxSync:
             finally:
                 if mail.body is not None:
                     mail.body.close()
-        return self.importer.finish()
 
     def exchange_states(self, result: ImportResult | None) -> MailboxOutcome:
         state = _local_state(self.mailbox, self.local, self.remote, result)

@@ -82,7 +82,7 @@ def run_master(
     except Exception as exc:
         report_failure(brain.outcome, exc)
         channel.close(send_done=True)
-    state = state_string(brain.outcome, states, brain.local_tree)
+    state = state_string(brain.outcome, states, storage)
     return result_from(brain.outcome, state if settings.state is not None else None)
 
 
