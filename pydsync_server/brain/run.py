@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 from ..errors import (
     ExitCode,
@@ -39,7 +40,7 @@ from .brain import (
 )
 from .filters import ImportFilter
 from .memchannel import channel_pair
-from .settings import Clock, Log, SyncResult, SyncSettings
+from .settings import Clock, Log, SyncResult, SyncSettings, UserLock
 
 
 def run_master(
@@ -49,6 +50,7 @@ def run_master(
     *,
     clock: Clock = time.time,
     log: Log = lambda _msg: None,
+    user_lock: UserLock | None = None,
 ) -> SyncResult:
     sync_type, saved = parse_saved_state(settings, log)
     saved = _usable_states(storage, saved, log)
@@ -56,11 +58,14 @@ def run_master(
     brain = Brain(storage, channel, log=log)
     session = _session(handshake, master=True, saved=saved)
     states = dict(saved)
+    release: Callable[[], None] | None = None
     try:
         channel.send(handshake)
         channel.flush()
-        expect(channel, Handshake, "H")
+        peer = expect(channel, Handshake, "H")
+        assert isinstance(peer, Handshake)
         session.peer_minor = channel.peer_minor_version
+        release = _lock_user(user_lock, handshake, peer.hostname, master=True, log=log)
         if sync_type == SYNC_TYPE_STATE:
             for saved_state in saved.values():
                 channel.send(saved_state)
@@ -82,6 +87,9 @@ def run_master(
     except Exception as exc:
         report_failure(brain.outcome, exc)
         channel.close(send_done=True)
+    finally:
+        if release is not None:
+            release()
     state = state_string(brain.outcome, states, storage)
     return result_from(brain.outcome, state if settings.state is not None else None)
 
@@ -203,13 +211,24 @@ def run_slave(
     hostname: str,
     clock: Clock = time.time,
     log: Log = lambda _msg: None,
+    user_lock: UserLock | None = None,
 ) -> SyncResult:
     brain = Brain(storage, channel, log=log)
+    release: Callable[[], None] | None = None
     try:
-        channel.send(Handshake(hostname=hostname, hashed_headers=()))
+        own = Handshake(hostname=hostname, hashed_headers=())
+        channel.send(own)
         channel.flush()
         handshake = expect(channel, Handshake, "H")
         assert isinstance(handshake, Handshake)
+        release = _lock_user(
+            user_lock,
+            own,
+            handshake.hostname,
+            master=False,
+            log=log,
+            timeout=handshake.lock_timeout,
+        )
         session = _session(handshake, master=False, saved={})
         session.peer_minor = channel.peer_minor_version
         if handshake.sync_type == SYNC_TYPE_STATE:
@@ -228,9 +247,33 @@ def run_slave(
         report_failure(brain.outcome, exc)
         channel.close(send_done=True)
         return result_from(brain.outcome, None)
+    finally:
+        if release is not None:
+            release()
     _send_finish(brain)
     channel.close(send_done=True)
     return result_from(brain.outcome, None)
+
+
+def _lock_user(
+    user_lock: UserLock | None,
+    own: Handshake,
+    peer_hostname: str,
+    *,
+    master: bool,
+    log: Log,
+    timeout: int | None = None,
+) -> Callable[[], None] | None:
+    """`-l`: exactly one side takes the user lock, the one with the byte-wise smaller
+    hostname, the master on a tie (§10.3)."""
+    seconds = own.lock_timeout if timeout is None else timeout
+    if user_lock is None or seconds <= 0:
+        return None
+    mine, theirs = own.hostname.encode(), peer_hostname.encode()
+    if mine > theirs or (mine == theirs and not master):
+        return None
+    log(f"Debug: Locking done locally (local hostname={own.hostname}, remote={peer_hostname})")
+    return user_lock(float(seconds))
 
 
 def _send_finish(brain: Brain) -> None:
@@ -329,6 +372,7 @@ def run_local(
     clock: Clock = time.time,
     log: Log = lambda _msg: None,
     timeout: float | None = None,
+    user_lock: UserLock | None = None,
 ) -> SyncResult:
     """Both brains in this process, the slave in a thread, over a memory channel."""
     master_channel, slave_channel = channel_pair(timeout)
@@ -345,7 +389,7 @@ def run_local(
 
     thread = threading.Thread(target=slave_thread, name="dsync-slave", daemon=True)
     thread.start()
-    result = run_master(master, master_channel, settings, clock=clock, log=log)
+    result = run_master(master, master_channel, settings, clock=clock, log=log, user_lock=user_lock)
     thread.join()
     if slave_result:
         _merge_local_slave(result, slave_result[0])

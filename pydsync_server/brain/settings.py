@@ -59,3 +59,5 @@ class SyncResult:
 
 Clock = Callable[[], float]
 Log = Callable[[str], None]
+# Take the per-user dsync lock within `timeout` seconds; returns the release function.
+UserLock = Callable[[float], Callable[[], None]]
