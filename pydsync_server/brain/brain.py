@@ -102,6 +102,7 @@ class Session:
     hashed_headers: tuple[str, ...]
     alt_char: str
     empty_hdr_workaround: bool
+    purge_remote: bool = False
     peer_minor: int = 5
     saved_states: dict[str, MailboxState] = field(default_factory=dict)
 

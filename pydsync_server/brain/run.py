@@ -7,12 +7,14 @@ import time
 from collections.abc import Callable
 
 from ..errors import (
+    DsyncError,
     ExitCode,
     MailboxNotFoundError,
     MailError,
     PeerClosedError,
     ProtocolError,
     RemoteProtocolError,
+    UsageError,
 )
 from ..protocol.channel import Channel
 from ..protocol.items import (
@@ -52,6 +54,7 @@ def run_master(
     log: Log = lambda _msg: None,
     user_lock: UserLock | None = None,
 ) -> SyncResult:
+    check_namespaces(storage, settings.namespace_prefixes)
     sync_type, saved = parse_saved_state(settings, log)
     saved = _usable_states(storage, saved, log)
     handshake = handshake_for(settings, sync_type)
@@ -230,6 +233,7 @@ def run_slave(
             timeout=handshake.lock_timeout,
         )
         session = _session(handshake, master=False, saved={})
+        check_namespaces(storage, handshake.sync_ns_prefix)
         session.peer_minor = channel.peer_minor_version
         if handshake.sync_type == SYNC_TYPE_STATE:
             while (item := channel.recv()) is not END_OF_LIST:
@@ -250,9 +254,26 @@ def run_slave(
     finally:
         if release is not None:
             release()
+    if session.purge_remote and not brain.outcome.failed:
+        _purge(brain)
     _send_finish(brain)
     channel.close(send_done=True)
     return result_from(brain.outcome, None)
+
+
+def _purge(brain: Brain) -> None:
+    """-P: the slave purges after a successful sync; errors are only logged (§8.4)."""
+    try:
+        brain.storage.purge()
+    except DsyncError as exc:
+        brain.log(f"Error: Purging namespace failed: {exc}")
+
+
+def check_namespaces(storage: Storage, prefixes: tuple[str, ...] | None) -> None:
+    """-n: every named namespace must exist here (a store serves one, its prefix)."""
+    for prefix in prefixes or ():
+        if prefix.rstrip(storage.separator) != storage.namespace_prefix.rstrip(storage.separator):
+            raise UsageError(f"Namespace not found: {prefix}")
 
 
 def _lock_user(
@@ -360,6 +381,7 @@ def _session(handshake: Handshake, *, master: bool, saved: dict[str, MailboxStat
         hashed_headers=handshake.hashed_headers or ("Date", "Message-ID"),
         alt_char=handshake.alt_char or "_",
         empty_hdr_workaround=handshake.empty_hdr_workaround,
+        purge_remote=handshake.purge_remote,
         saved_states=dict(saved),
     )
 

@@ -199,9 +199,7 @@ class Transaction(ABC):
     @abstractmethod
     def raise_first_recent_uid(self, uid: int) -> None: ...
 
-    def set_attribute(
-        self, type: str, key: str, value: str | None, last_change: int
-    ) -> None:
+    def set_attribute(self, type: str, key: str, value: str | None, last_change: int) -> None:
         """Set (or with None delete) an attribute as a dsync write."""
         raise StorageError("This storage keeps no mailbox attributes", MailError.NOTPOSSIBLE)
 
@@ -265,6 +263,7 @@ class Storage(ABC):
 
     separator: str = "/"
     escape_char: str = "%"
+    namespace_prefix: str = ""  # the one namespace a store serves
     list_separator: str = "/"  # the on-disk hierarchy separator ("." for Maildir++)
     have_save_guids: bool = True
     have_only_guid128: bool = False
@@ -317,6 +316,8 @@ class Storage(ABC):
     def open_mailbox(self, vname: str) -> Mailbox:
         """Raises MailboxNotFoundError."""
 
+    def purge(self) -> None:  # noqa: B027 - one-file-per-message stores free space at once
+        """Reclaim the space of expunged mail (`doveadm purge`; matters for mdbox)."""
+
     def close(self) -> None:  # noqa: B027
         """Release locks and files."""
-
