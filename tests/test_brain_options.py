@@ -87,3 +87,23 @@ def test_oneway_keeps_destination_changes() -> None:
     assert "OnlyB" in names(b) and "OnlyB" not in names(a)
     bodies_a = {m[3] for m in a.snapshot()["mailboxes"]["Work"]["messages"].values()}
     assert b"Subject: only on b\n\n" not in bodies_a
+
+
+def test_all_mail_box_saves_transfers() -> None:
+    a, b = MemoryStorage(), MemoryStorage()
+    a.create_mailbox("Work")
+    a.create_mailbox("All")
+    b.create_mailbox("All")
+    guid = "0123456789abcdef0123456789abcdef"
+    a.deliver("Work", b"Subject: as sent\n\n", guid=guid)
+    # Same GUID, other bytes: the copy shows the body came from b's own All mailbox.
+    b.deliver("All", b"Subject: local copy\n\n", guid=guid)
+    result = run(a, b, mode=SyncMode.ONEWAY, virtual_all_box="All", mailbox="Work")
+    assert result.exit_code == 0, result.errors
+    work = b.snapshot()["mailboxes"]["Work"]["messages"]
+    assert [m[3] for m in work.values()] == [b"Subject: local copy\n\n"]
+    c = MemoryStorage()
+    assert run(a, c, mode=SyncMode.ONEWAY, virtual_all_box="Nowhere", mailbox="Work").exit_code == 0
+    assert [m[3] for m in c.snapshot()["mailboxes"]["Work"]["messages"].values()] == [
+        b"Subject: as sent\n\n"
+    ]

@@ -37,6 +37,7 @@ from ..protocol.items import (
 from ..protocol.items import Mailbox as MailboxRecord
 from ..protocol.state import InvalidStateError, decode_state, encode_state
 from ..storage.base import Mailbox, Storage
+from .all_mail import AllMail
 from .filters import ImportFilter
 from .hdr_hash import hash_version_for_minor
 from .mailbox_sync import Role, SyncOptions, sync_mailbox
@@ -103,6 +104,7 @@ class Session:
     alt_char: str
     empty_hdr_workaround: bool
     purge_remote: bool = False
+    all_mail: AllMail | None = None  # -a
     peer_minor: int = 5
     saved_states: dict[str, MailboxState] = field(default_factory=dict)
 
@@ -128,6 +130,7 @@ class Session:
 
     def sync_options(self) -> SyncOptions:
         return SyncOptions(
+            all_mail=self.all_mail,
             hashed_headers=self.hashed_headers,
             hash_version=hash_version_for_minor(self.peer_minor),
             filter=self.import_filter,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -52,6 +52,10 @@ class ImportOptions:
     filter: ImportFilter = field(default_factory=ImportFilter)
 
 
+# -a: a message of the all-mail mailbox by GUID (its body and info), or None.
+AllMailLookup = Callable[[str], "tuple[BinaryIO, MessageInfo] | None"]
+
+
 @dataclass
 class NewMail:
     """An entry of the new-mail list: one message, local and/or remote instance."""
@@ -85,8 +89,10 @@ class Importer:
         options: ImportOptions,
         *,
         warn: list[str],
+        all_mail: AllMailLookup | None = None,
     ) -> None:
         self.mailbox = mailbox
+        self.all_mail = all_mail
         self.remote = remote
         self.opts = options
         self.warn = warn
@@ -470,11 +476,37 @@ class Importer:
             if local_copy is not None:
                 self._copy(local_copy, entry)
                 continue
+            if entry.remote.guid and self.all_mail is not None:
+                if self._copy_from_all_mail(entry.remote.guid, entry):
+                    continue
             wait_key = entry.remote.guid or f"uid:{entry.remote.uid}"
             if wait_key not in self.waiting:
                 requests.append(MailRequest(guid=entry.remote.guid or None, uid=entry.remote.uid))
             self.waiting.setdefault(wait_key, []).append(entry)
         return requests
+
+    def _copy_from_all_mail(self, guid: str, entry: NewMail) -> bool:
+        """-a: copy a message this mailbox lacks from the all-mail mailbox (§3.7)."""
+        assert self.all_mail is not None and entry.remote is not None
+        found = self.all_mail(guid)
+        if found is None:
+            return False
+        body, info = found
+        change = entry.remote
+        with body:
+            self.tx.save(
+                NewMessage(
+                    uid=entry.final_uid,
+                    guid=guid,
+                    body=body,
+                    flags=change.final_flags & SYSTEM_FLAGS_MASK,
+                    keywords=frozenset(op[1:] for op in change.keyword_changes if op[0] in "+=&"),
+                    received_date=info.received_date,
+                    saved_date=info.saved_date,
+                    min_modseq=change.modseq if change.modseq > 1 else 0,
+                )
+            )
+        return True
 
     def _live_entries(self) -> Iterator[NewMail]:
         return (entry for entry in self.newmails if not entry.skip)

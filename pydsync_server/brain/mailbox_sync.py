@@ -26,7 +26,7 @@ from ..protocol.items import Mailbox as MailboxRecord
 from ..storage.base import Mailbox
 from .exporter import Exporter, ExportOptions
 from .filters import ImportFilter
-from .importer import Importer, ImportOptions, ImportResult
+from .importer import AllMailLookup, Importer, ImportOptions, ImportResult
 
 T = TypeVar("T")
 
@@ -55,6 +55,7 @@ class SyncOptions:
     empty_hdr_workaround: bool = False
     backup_send: bool = False
     backup_recv: bool = False
+    all_mail: AllMailLookup | None = None
 
 
 @dataclass
@@ -177,6 +178,7 @@ class _MailboxSync:
                 filter=opts.filter,
             ),
             warn=self.warnings,
+            all_mail=opts.all_mail,
         )
         if self.role.peer_minor >= 1:
             for attribute in _receive_list(self.channel, MailboxAttribute):

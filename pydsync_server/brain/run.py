@@ -27,6 +27,7 @@ from ..protocol.items import (
 )
 from ..protocol.items import Mailbox as MailboxRecord
 from ..storage.base import Storage
+from .all_mail import AllMail
 from .brain import (
     Brain,
     Session,
@@ -73,6 +74,7 @@ def run_master(
             for saved_state in saved.values():
                 channel.send(saved_state)
             channel.send(END_OF_LIST)
+        _attach_all_mail(brain, session, settings.virtual_all_box)
         tree = brain.exchange_trees(session)
         if not session.no_mail_sync:
             for name in tree.sorted_names():
@@ -240,6 +242,7 @@ def run_slave(
                 if not isinstance(item, MailboxState):
                     raise _protocol("Received unexpected input while waiting for S")
                 session.saved_states[item.mailbox_guid] = item
+        _attach_all_mail(brain, session, handshake.virtual_all_box)
         brain.exchange_trees(session)
         _slave_mailboxes(brain, session)
     except ProtocolError as exc:
@@ -267,6 +270,11 @@ def _purge(brain: Brain) -> None:
         brain.storage.purge()
     except DsyncError as exc:
         brain.log(f"Error: Purging namespace failed: {exc}")
+
+
+def _attach_all_mail(brain: Brain, session: Session, vname: str | None) -> None:
+    if vname:
+        session.all_mail = AllMail(brain.storage, vname, brain.log)
 
 
 def check_namespaces(storage: Storage, prefixes: tuple[str, ...] | None) -> None:
