@@ -4,19 +4,23 @@ Local destinations run both brains in this process (`run_local`); command
 destinations get a child process and the stream protocol (`run_master`);
 `dsync-server` speaks the protocol on stdin/stdout (`run_slave`), where nothing but
 protocol bytes may appear (the transport points fd 1 at stderr for the session).
+`-U` notifies Dovecot's replicator after a successful sync (dsync-protocol.md §2.2).
 """
 
 from __future__ import annotations
 
 import os
 
+from ..brain.brain import parse_saved_state
 from ..brain.run import run_local, run_master, run_slave
 from ..brain.settings import SyncResult, SyncSettings
 from ..errors import DsyncError, MailError, StorageError, UsageError
+from ..protocol.items import SYNC_TYPE_FULL
 from ..storage.base import Storage
 from ..storage.location import UserEnv
 from ..transport.duplex import DEFAULT_TIMEOUT
-from ..transport.process import SERVER_WORD, spawn_remote, stdio_stream
+from ..transport.process import SERVER_WORD, read_user_line, spawn_remote, stdio_stream
+from ..transport.replicator import SyncTypeWatch, notify_replicator
 from ..transport.stream import StreamChannel
 from .context import Context
 from .destination import CommandDestination, LocalDestination, TcpDestination, classify
@@ -58,11 +62,24 @@ def run_sync(ctx: Context, command: str, parsed: Parsed, operands: list[str]) ->
     with ctx.user_storage(user) as storage:
         if isinstance(dest, LocalDestination):
             result = _run_local(ctx, user, storage, dest, settings)
+            full = parse_saved_state(settings, lambda _line: None)[0] == SYNC_TYPE_FULL
         else:
-            result = _run_command(
+            result, full = _run_command(
                 ctx, user, storage, dest, settings, timeout, parsed.value("rawlog")
             )
-    return _report(ctx, user, settings, result)
+    code = _report(ctx, user, settings, result)
+    if parsed.flag("replicator_notify") and code == 0:
+        state = result.state if settings.state is not None and result.state else ""
+        _notify(ctx, user, full=full, state=state)
+    return code
+
+
+def _notify(ctx: Context, user: UserEnv, *, full: bool, state: str) -> None:
+    """`-U` after success: tell the replicator (`base_dir` setting, default /run/dovecot)."""
+    base_dir = ctx.config.as_mapping().get("base_dir", "")
+    notify_replicator(
+        base_dir, user.user, full=full, state=state, log=ctx.log_for(f"dsync({user.user})")
+    )
 
 
 def _run_local(
@@ -91,7 +108,9 @@ def _run_command(
     settings: SyncSettings,
     timeout: float,
     rawlog: str | None,
-) -> SyncResult:
+) -> tuple[SyncResult, bool]:
+    """The session's result, and whether it was a full sync (for `-U`)."""
+
     def child_log(line: str) -> None:  # the child's stderr, copied as is (§2.4)
         ctx.stderr.write(line + "\n")
         ctx.stderr.flush()
@@ -108,10 +127,11 @@ def _run_command(
     except OSError as exc:
         raise DsyncError(f"Couldn't run {' '.join(dest.argv)}: {exc.strerror or exc}") from exc
     try:
-        channel = StreamChannel(remote.stream, name="remote")
-        return run_master(
+        channel = SyncTypeWatch(StreamChannel(remote.stream, name="remote"))
+        result = run_master(
             storage, channel, settings, clock=ctx.clock, log=ctx.log_for(f"dsync({user.user})")
         )
+        return result, channel.full
     finally:
         remote.finish()
 
@@ -135,16 +155,25 @@ def run_server(ctx: Context, parsed: Parsed, operands: list[str]) -> int:
     """`dsync-server [options] [dsync-server]`: the slave on stdin/stdout."""
     if operands not in ([], [SERVER_WORD]):
         raise UsageError(f"Unexpected parameter: {operands[0]}")
-    user = ctx.user_env(parsed.value("user"))
     timeout = float(parse_uint(parsed.value("timeout"), "-T", int(DEFAULT_TIMEOUT)))
+    user_name = parsed.value("user")
+    if parsed.flag("user_from_stdin"):
+        # Our own remoteprefix: wrapper (§2.1); the line wins over -u and USER. Read
+        # before the stream takes fd 0, byte by byte, so no protocol byte is lost.
+        user_name = read_user_line(0, timeout=timeout)
+    user = ctx.user_env(user_name)
     log = ctx.log_for(f"dsync-server({user.user})")
     with ctx.user_storage(user) as storage:
         stream = stdio_stream(timeout=timeout, rawlog=parsed.value("rawlog"))
         try:
-            channel = StreamChannel(stream, name="remote")
+            channel = SyncTypeWatch(StreamChannel(stream, name="remote"))
             result = run_slave(storage, channel, hostname=ctx.hostname, clock=ctx.clock, log=log)
         finally:
             stream.close()
     for error in result.errors:
         log(f"Error: {error}")
+    # -U never reads anything from the master: the notification comes after the session.
+    if parsed.flag("replicator_notify") and result.exit_code == 0:
+        base_dir = ctx.config.as_mapping().get("base_dir", "")
+        notify_replicator(base_dir, user.user, full=channel.full, log=log)
     return int(result.exit_code)

@@ -192,7 +192,7 @@ _SYNC_COMMON = (
     Option("R", None, None, "reverse", "reverse direction: the destination is the source"),
     Option("f", None, None, "full", "full sync, ignoring the state"),
     Option("P", None, None, "purge_remote", "purge the remote storage after a successful sync"),
-    Option("U", None, None, "replicator_notify", "notify the replicator (accepted, no effect)"),
+    Option("U", None, None, "replicator_notify", "notify the replicator after a successful sync"),
     Option("N", None, None, "visible_namespaces", "sync all visible namespaces"),
     Option("d", None, None, "mail_replica", "destination from the userdb field mail_replica"),
     Option("E", None, None, "legacy", "legacy dsync wrapper mode"),
@@ -220,7 +220,14 @@ DSYNC_SERVER_OPTIONS = (
     Option("E", None, None, "legacy", "legacy dsync wrapper mode"),
     Option("r", None, "rawlog path", "rawlog", "write the raw protocol stream to PATH.in/.out"),
     Option("T", None, "secs", "timeout", "I/O stall timeout in seconds (default 600)"),
-    Option("U", None, None, "replicator_notify", "notify the replicator (accepted, no effect)"),
+    Option("U", None, None, "replicator_notify", "notify the replicator after a successful sync"),
+    Option(
+        None,
+        "user-from-stdin",
+        None,
+        "user_from_stdin",
+        "read the user from a first stdin line (remoteprefix:), before the protocol",
+    ),
 ) + USER_OPTIONS
 
 _FORMATTER = Option("f", None, "formatter", "formatter", "output format (as the global -f)")

@@ -2,24 +2,28 @@
 
 The master runs the destination command with three pipes (dsync-protocol.md §2.1):
 stdin/stdout carry the dsync stream, stderr is log text copied line by line to a
-callback. `stdio_stream` turns fds 0/1 into the stream of a `dsync-server` slave.
+callback. `stdio_stream` turns fds 0/1 into the stream of a `dsync-server` slave;
+`read_user_line` takes a `remoteprefix:` user line off fd 0 before that.
 """
 
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 
-from ..errors import UsageError
+from ..errors import IOStalledError, PeerClosedError, UsageError
 from .duplex import DEFAULT_TIMEOUT, DuplexStream
 from .rawlog import RawLog
 
 SERVER_WORD = "dsync-server"
 EXIT_WAIT = 30.0  # the master waits this long for the child, then SIGKILLs it (§10.2)
 STDERR_DRAIN_WAIT = 5.0
+MAX_USER_LINE = 1024  # bytes, LF included; a longer "user name" is not one
 
 Log = Callable[[str], None]
 
@@ -152,3 +156,31 @@ def stdio_stream(
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     return DuplexStream(read_fd, write_fd, timeout=timeout, rawlog=rawlog)
+
+
+def read_user_line(
+    fd: int = 0, *, timeout: float = DEFAULT_TIMEOUT, limit: int = MAX_USER_LINE
+) -> str:
+    """The `remoteprefix:` first line, "<user>\\n" (§2.1), read from `fd` one byte at a
+    time so that not one byte of the dsync stream behind it is consumed.
+
+    EOF first raises `PeerClosedError`; no byte for `timeout` s `IOStalledError`; an
+    empty, over-long or control-character "name" (e.g. a VERSION line: the master sent
+    no user line) is a `UsageError`.
+    """
+    line = bytearray()
+    deadline = time.monotonic() + timeout
+    while not line.endswith(b"\n"):
+        if len(line) >= limit:
+            raise UsageError(f"User line from stdin is longer than {limit} bytes")
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            raise IOStalledError(f"No user line on stdin for {timeout:g} seconds")
+        byte = os.read(fd, 1)
+        if not byte:
+            raise PeerClosedError("EOF on stdin before the user line")
+        line += byte
+    user = bytes(line[:-1]).removesuffix(b"\r").decode("utf-8", "surrogateescape")
+    if not user or any(ord(c) < 0x20 or c == "\x7f" for c in user):
+        raise UsageError(f"Invalid user line from stdin: {user[:80]!r}")
+    return user
