@@ -83,3 +83,20 @@ def test_state_newer_than_the_store_is_dropped() -> None:
     sync(restored_a, restored_b, "")
     result = sync(restored_a, restored_b, later)
     assert result.exit_code == 0 and result.state
+
+
+def test_states_are_marked_and_foreign_modseqs_are_not_trusted() -> None:
+    from pydsync_server.brain.brain import parse_saved_state
+    from pydsync_server.protocol.state import written_by_pydsync
+
+    a, b = stores()
+    ours = sync(a, b, "").state
+    assert ours and written_by_pydsync(ours)
+    _, mine = parse_saved_state(SyncSettings(state=ours), print)
+    assert any(s.last_common_modseq for s in mine.values())
+    doveadm_d1 = "AQAAAIT0/A78dAtrwD8AAIPsw3X8dAtrAwAAAAkAAAAAAAAAAAAAAAAAAAACAAAAJHeX+Q=="
+    assert not written_by_pydsync(doveadm_d1)
+    sync_type, foreign = parse_saved_state(SyncSettings(state=doveadm_d1), print)
+    assert sync_type == "s"
+    [state] = foreign.values()
+    assert (state.last_common_uid, state.last_common_modseq) == (3, 0)

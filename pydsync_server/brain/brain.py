@@ -8,7 +8,7 @@ goes through the channel and the storage; the clock and the log are injected.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..errors import (
     DsyncError,
@@ -35,7 +35,13 @@ from ..protocol.items import (
     MailboxTreeNode,
 )
 from ..protocol.items import Mailbox as MailboxRecord
-from ..protocol.state import InvalidStateError, decode_state, encode_state
+from ..protocol.state import (
+    PYDSYNC_HEADER,
+    InvalidStateError,
+    decode_state,
+    encode_state,
+    written_by_pydsync,
+)
 from ..storage.base import Mailbox, Storage
 from .all_mail import AllMail
 from .filters import ImportFilter
@@ -291,7 +297,7 @@ def state_string(outcome: Outcome, states: dict[str, MailboxState], storage: Sto
     except DsyncError:
         existing = set()
     kept = [s for guid, s in states.items() if bytes.fromhex(guid) in existing]
-    return encode_state(kept)
+    return encode_state(kept, header=PYDSYNC_HEADER)
 
 
 def parse_saved_state(settings: SyncSettings, log: Log) -> tuple[str, dict[str, MailboxState]]:
@@ -305,6 +311,10 @@ def parse_saved_state(settings: SyncSettings, log: Log) -> tuple[str, dict[str, 
     except InvalidStateError as exc:
         log(f"Error: Saved sync state is invalid, falling back to full sync: {exc}")
         return SYNC_TYPE_FULL, {}
+    if not written_by_pydsync(settings.state):
+        # doveadm's modseqs count Dovecot's index, not our store: keep the common UIDs,
+        # look at every change below them (modseq 0), so nothing is missed.
+        states = [replace(s, last_common_modseq=0, last_common_pvt_modseq=0) for s in states]
     return SYNC_TYPE_STATE, {s.mailbox_guid: s for s in states}
 
 
