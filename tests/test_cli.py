@@ -379,6 +379,17 @@ def test_local_backup_prints_state_and_copies(tmp_path: Path) -> None:
     assert code == 0 and again.endswith(b"\n")
 
 
+def test_p_overrides_the_source_storage_only(tmp_path: Path) -> None:
+    materialise(tmp_path)
+    (tmp_path / "Maildir").rename(tmp_path / "Elsewhere")
+    env = {"USER": "jane", "HOME": str(tmp_path)}
+    code, _, err = run(["backup", "-p", "mail_location=maildir:~/Elsewhere", "maildir:~/Copy"], env)
+    assert code == 0, err
+    assert _fetch_all(env, "maildir:~/Copy") == _fetch_all(env, "maildir:~/Elsewhere")
+    code, _, err = run(["backup", "-p", "no-equals-sign", "maildir:~/Copy"], env)
+    assert code == 64 and "setting=value" in err
+
+
 def test_command_destination_runs_our_dsync_server(tmp_path: Path) -> None:
     materialise(tmp_path)
     env = {"USER": "jane", "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}

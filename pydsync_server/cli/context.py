@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import BinaryIO, TextIO
@@ -71,6 +71,16 @@ class Context:
 
     def location(self, user: UserEnv) -> MailLocation:
         return location_from_settings(self.config.as_mapping(), user)
+
+    def location_with(self, user: UserEnv, overrides: Sequence[str]) -> MailLocation:
+        """The user's store with `-p setting=value` overrides (Dovecot 2.4's -p)."""
+        settings = dict(self.config.as_mapping())
+        for item in overrides:
+            key, eq, value = item.partition("=")
+            if not eq or not key.strip():
+                raise UsageError(f"-p parameter not in setting=value format: {item}")
+            settings[key.strip()] = value
+        return location_from_settings(settings, user)
 
     def open(self, location: MailLocation) -> Storage:
         return open_storage(

@@ -17,13 +17,14 @@ from ..brain.settings import SyncResult, SyncSettings
 from ..errors import DsyncError, MailError, StorageError, UsageError
 from ..protocol.items import SYNC_TYPE_FULL
 from ..storage.base import Storage
-from ..storage.location import UserEnv
+from ..storage.location import MailLocation, UserEnv
 from ..transport.duplex import DEFAULT_TIMEOUT
 from ..transport.process import SERVER_WORD, read_user_line, spawn_remote, stdio_stream
 from ..transport.replicator import SyncTypeWatch, notify_replicator
 from ..transport.stream import StreamChannel
 from .context import Context
 from .destination import CommandDestination, LocalDestination, TcpDestination, classify
+from .lock import user_lock_for
 from .options import Parsed
 from .sync_options import build_settings, parse_uint
 
@@ -59,9 +60,10 @@ def run_sync(ctx: Context, command: str, parsed: Parsed, operands: list[str]) ->
     if isinstance(dest, TcpDestination):
         raise UsageError("tcp: and tcps: destinations are not supported by pydsync")
     timeout = float(parse_uint(parsed.value("timeout"), "-T", int(DEFAULT_TIMEOUT)))
-    with ctx.user_storage(user) as storage:
+    source = ctx.location_with(user, parsed.values("storage_setting"))
+    with ctx.storage_at(source, user.home) as storage:
         if isinstance(dest, LocalDestination):
-            result = _run_local(ctx, user, storage, dest, settings)
+            result = _run_local(ctx, user, storage, source, dest, settings)
             full = parse_saved_state(settings, lambda _line: None)[0] == SYNC_TYPE_FULL
         else:
             result, full = _run_command(
@@ -86,17 +88,22 @@ def _run_local(
     ctx: Context,
     user: UserEnv,
     storage: Storage,
+    here: MailLocation,
     dest: LocalDestination,
     settings: SyncSettings,
 ) -> SyncResult:
-    here = ctx.location(user)
     if os.path.realpath(here.path) == os.path.realpath(dest.location.path):
         raise DsyncError(
             f"Both source and destination mail_location points to same directory: {here.path}"
         )
     with ctx.storage_at(dest.location, user.home) as other:
         return run_local(
-            storage, other, settings, clock=ctx.clock, log=ctx.log_for(f"dsync({user.user})")
+            storage,
+            other,
+            settings,
+            clock=ctx.clock,
+            log=ctx.log_for(f"dsync({user.user})"),
+            user_lock=user_lock_for(user.home),
         )
 
 
@@ -129,7 +136,12 @@ def _run_command(
     try:
         channel = SyncTypeWatch(StreamChannel(remote.stream, name="remote"))
         result = run_master(
-            storage, channel, settings, clock=ctx.clock, log=ctx.log_for(f"dsync({user.user})")
+            storage,
+            channel,
+            settings,
+            clock=ctx.clock,
+            log=ctx.log_for(f"dsync({user.user})"),
+            user_lock=user_lock_for(user.home),
         )
         return result, channel.full
     finally:
@@ -167,7 +179,14 @@ def run_server(ctx: Context, parsed: Parsed, operands: list[str]) -> int:
         stream = stdio_stream(timeout=timeout, rawlog=parsed.value("rawlog"))
         try:
             channel = SyncTypeWatch(StreamChannel(stream, name="remote"))
-            result = run_slave(storage, channel, hostname=ctx.hostname, clock=ctx.clock, log=log)
+            result = run_slave(
+                storage,
+                channel,
+                hostname=ctx.hostname,
+                clock=ctx.clock,
+                log=log,
+                user_lock=user_lock_for(user.home),
+            )
         finally:
             stream.close()
     for error in result.errors:

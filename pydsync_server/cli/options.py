@@ -209,6 +209,14 @@ _SYNC_COMMON = (
     Option("e", None, "end date", "until", "only mail received before this date"),
     Option("O", None, "sync flag", "only_flag", "only mail with this flag (-flag: without)"),
     Option("I", None, "max size", "max_size", "skip mail larger than this (e.g. 10M)"),
+    Option(
+        "p",
+        None,
+        "setting=value",
+        "storage_setting",
+        "override a setting of the source (local) storage",
+        repeat=True,
+    ),
 )
 
 BACKUP_OPTIONS = _SYNC_COMMON + USER_OPTIONS
