@@ -57,6 +57,13 @@ class ConformanceBase(ABC):
     def external_expunge(self, storage: Storage, vname: str, uid: int) -> None:
         """Expunge a message as an IMAP client would."""
 
+    @abstractmethod
+    def external_set_attribute(
+        self, storage: Storage, vname: str, type_: str, key: str, value: str | None
+    ) -> None:
+        """Set (None: delete) a mailbox attribute as an IMAP client's SETMETADATA (or
+        Dovecot itself) would, not through the driver's transactions."""
+
     def now(self) -> float:
         """The driver's clock, for checking log timestamps."""
         return time.time()

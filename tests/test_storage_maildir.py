@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from storage_conformance import StorageConformance, msg
+from storage_conformance_attributes import AttributeConformance
 from storage_conformance_mail import ChangeConformance, MailConformance
 from storage_conformance_model import OPS, Op
 from storage_conformance_tree import TreeConformance
@@ -99,6 +100,32 @@ def client_set_flags(mail: Path, control: Path, uid: int, flags: int, kws: froze
     os.rename(path, path.parent / f"{base}:{_info(control, flags, kws)}")
 
 
+_DICT_ESCAPES = {"\x01": "\x011", "\t": "\x01t", "\r": "\x01r", "\n": "\x01n", "\x00": "\x010"}
+_DICT_UNESCAPES = {v: k for k, v in _DICT_ESCAPES.items()}
+
+
+def client_set_attribute(
+    dict_path: Path, guid: bytes, type_: str, key: str, value: str | None
+) -> None:
+    """Change `dovecot-attributes` as Dovecot's file dict does: the whole file rewritten
+    through `dovecot-attributes.lock` (storage-formats.md §7.7)."""
+    lines = dict_path.read_text().split("\n")[:-1] if dict_path.exists() else []
+    text = [re.sub("\x01.", lambda m: _DICT_UNESCAPES[m.group()], line) for line in lines]
+    entries = dict(zip(text[::2], text[1::2], strict=True))
+    name = f"{'priv' if type_ == 'p' else 'shared'}/{guid.hex()}/{key}"
+    entries.pop(name, None)
+    if value is not None:
+        entries[name] = value
+    out = "".join(
+        "".join(_DICT_ESCAPES.get(c, c) for c in item) + "\n"
+        for pair in entries.items()
+        for item in pair
+    )
+    lock = dict_path.with_name(dict_path.name + ".lock")
+    lock.write_text(out)
+    os.rename(lock, dict_path)
+
+
 class _MaildirHooks:
     layout = "maildir++"
     utf8_names = False
@@ -135,6 +162,13 @@ class _MaildirHooks:
     def external_expunge(self, storage: Storage, vname: str, uid: int) -> None:
         os.unlink(_file_of(*_folder(storage, vname), uid))
 
+    def external_set_attribute(
+        self, storage: Storage, vname: str, type_: str, key: str, value: str | None
+    ) -> None:
+        uidlist = (_folder(storage, vname)[1] / "dovecot-uidlist").read_text()
+        guid = bytes.fromhex(re.search(r" G([0-9a-f]{32})", uidlist.splitlines()[0])[1])  # type: ignore[index]
+        client_set_attribute(_maildir(storage).root / "dovecot-attributes", guid, type_, key, value)
+
 
 def _own_model_test() -> Callable[..., None]:
     """The suite's model test as a new function: hypothesis refuses to run one @given
@@ -158,11 +192,15 @@ class TestMaildirPlusPlus(_MaildirHooks, StorageConformance):
 
 # The model-based test exercises the change tracker, which does not depend on the
 # layout, so the variants below run the rest of the suite.
-class TestMaildirFs(_MaildirHooks, TreeConformance, MailConformance, ChangeConformance):
+class TestMaildirFs(
+    _MaildirHooks, TreeConformance, MailConformance, ChangeConformance, AttributeConformance
+):
     layout = "fs"
 
 
-class TestMaildirSeparateDirs(_MaildirHooks, TreeConformance, MailConformance, ChangeConformance):
+class TestMaildirSeparateDirs(
+    _MaildirHooks, TreeConformance, MailConformance, ChangeConformance, AttributeConformance
+):
     separate_dirs = True
     supports_dirs = False
 
@@ -209,8 +247,7 @@ def test_layout_on_disk(tmp_path: Path) -> None:
         not (tmp_path / "fs/Été/cur").exists() and not (tmp_path / "fs/Été/maildirfolder").exists()
     )
     assert [(e.vname, e.guid is None) for e in fs.list_mailboxes()] == [
-        ("INBOX", False),
-        ("Été", True),
+        ("Été", True),  # INBOX is listed once it exists (first opened or written)
         ("Été/Sub.x", False),
     ]
 
@@ -231,7 +268,7 @@ def test_foreign_directories_are_not_mailboxes(tmp_path: Path) -> None:
     for junk in ("..DOVECOT-TRASHED/cur", ".&bad/cur", ".a..b/cur", "plain/cur"):
         (tmp_path / junk).mkdir(parents=True)
     (tmp_path / ".NewByMda/cur").mkdir(parents=True)
-    assert [e.vname for e in s.list_mailboxes()] == ["INBOX", "NewByMda"]
+    assert [e.vname for e in s.list_mailboxes()] == ["NewByMda"]  # INBOX never touched: not listed
     assert (tmp_path / ".NewByMda/dovecot-uidlist").read_text().startswith("3 V")
 
 
@@ -521,7 +558,7 @@ def test_stale_staging_dirs_are_removed(tmp_path: Path) -> None:
     fresh.mkdir()
     s.create_mailbox("A")
     assert not old.exists() and fresh.exists()
-    assert sorted(e.vname for e in s.list_mailboxes()) == ["A", "INBOX"]
+    assert sorted(e.vname for e in s.list_mailboxes()) == ["A"]
 
 
 def test_fs_rename_onto_a_directory_with_children_fails(tmp_path: Path) -> None:
@@ -530,4 +567,4 @@ def test_fs_rename_onto_a_directory_with_children_fails(tmp_path: Path) -> None:
     s.create_mailbox("New/Kid")
     with pytest.raises(MailboxExistsError):
         s.rename_mailbox("Old", "New")
-    assert [e.vname for e in s.list_mailboxes()] == ["INBOX", "New", "New/Kid", "Old"]
+    assert [e.vname for e in s.list_mailboxes()] == ["New", "New/Kid", "Old"]

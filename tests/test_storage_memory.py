@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 from storage_conformance import StorageConformance, msg
 
-from pydsync_server.errors import InvalidMailboxNameError, MailError, StorageError
+from pydsync_server.errors import (
+    InvalidMailboxNameError,
+    MailboxNotFoundError,
+    MailError,
+    StorageError,
+)
 from pydsync_server.storage.base import LogType, MessageChange, NewMessage, Storage, name_hash
 from pydsync_server.storage.memory import MemoryStorage
 
@@ -44,6 +49,11 @@ class TestMemoryStorage(StorageConformance):
 
     def external_expunge(self, storage: Storage, vname: str, uid: int) -> None:
         _memory(storage).client_expunge(vname, uid)
+
+    def external_set_attribute(
+        self, storage: Storage, vname: str, type_: str, key: str, value: str | None
+    ) -> None:
+        _memory(storage).client_set_attribute(vname, type_, key, value)
 
 
 class FakeClock:
@@ -100,6 +110,8 @@ def test_snapshot() -> None:
     s.create_mailbox("P/Box", guid=b"\x01" * 16, uid_validity=9)
     s.deliver("P/Box", b"body", flags=0x08, keywords=["k"], guid="g1")
     s.set_subscribed("P/Box", True)
+    s.client_set_attribute("P/Box", "p", "comment", "hi")
+    s.client_set_attribute("P/Box", "s", "gone", None)  # deletions are not part of it
     snap = s.snapshot()
     assert snap["subscriptions"] == frozenset({"P/Box"})
     assert snap["mailboxes"]["P"] == {
@@ -107,12 +119,14 @@ def test_snapshot() -> None:
         "uid_validity": 0,
         "uid_next": 0,
         "messages": {},
+        "attributes": {},
     }
     assert snap["mailboxes"]["P/Box"] == {
         "guid": b"\x01" * 16,
         "uid_validity": 9,
         "uid_next": 2,
         "messages": {1: ("g1", 0x08, frozenset({"k"}), b"body")},
+        "attributes": {("p", "comment"): "hi"},
     }
     assert set(snap["mailboxes"]) == {"INBOX", "P", "P/Box"}
 
@@ -156,6 +170,30 @@ def test_truncated_change_log() -> None:
     box.refresh()
     assert box.changes_since(first[0].modseq - 1) is None
     assert box.changes_since(0) == box.changes_since(first[0].modseq) == first[1:]
+
+
+def test_truncated_log_forgets_old_attribute_deletions() -> None:
+    clock = FakeClock(100)
+    s = MemoryStorage(clock=clock)
+    for key, value in (("old", None), ("kept", "v"), ("new", None)):
+        clock.now += 1
+        s.client_set_attribute("INBOX", "p", key, value)
+    box = s.open_mailbox("INBOX")
+    modseqs = {a.key: (a.modseq, a.last_change) for a in box.attributes()}
+    assert sorted(modseqs.values()) == [(2, 101), (3, 102), (4, 103)]
+    s.truncate_change_log("INBOX", modseqs["kept"][0])
+    box.refresh()
+    assert [(a.key, a.value) for a in box.attributes()] == [("kept", "v"), ("new", None)]
+
+
+def test_client_set_attribute_checks_its_input() -> None:
+    s = MemoryStorage()
+    with pytest.raises(StorageError) as err:
+        s.client_set_attribute("INBOX", "x", "comment", "v")
+    assert err.value.mail_error == MailError.PARAMS
+    with pytest.raises(MailboxNotFoundError):
+        s.client_set_attribute("Nope", "p", "comment", "v")
+    assert s.open_mailbox("INBOX").attributes() == []
 
 
 def test_client_methods_need_existing_messages() -> None:

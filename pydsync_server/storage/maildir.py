@@ -3,7 +3,8 @@
 The store keeps Dovecot's text files exact (dovecot-uidlist v3, dovecot-keywords,
 flags in file names, dovecot-uidvalidity, subscriptions, dovecot.mailbox.log) and never
 writes Dovecot's binary index; modseqs live in a pydsync-private sidecar per folder
-(maildir_tracker). Layouts: Maildir++ (`.Work.Sub`) and LAYOUT=fs (`Work/Sub`).
+(maildir_tracker). Layouts: Maildir++ (`.Work.Sub`) and LAYOUT=fs (`Work/Sub`). Mailbox
+attributes are kept in Dovecot's file dict `<root>/dovecot-attributes` (maildir_attributes).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .base import (
     Storage,
     name_hash,
 )
+from .maildir_attributes import ATTRIBUTE_DICT, AttributeDict
 from .maildir_files import (
     DIR_MODE,
     allocate_uid_validity,
@@ -56,12 +58,19 @@ class MaildirStorage(Storage):
         index_dir: str | Path | None = None,
         clock: Callable[[], float] = time.time,
         hostname: str = socket.gethostname(),
+        attribute_dict: str | Path | None = None,
     ) -> None:
+        """`attribute_dict`: where Dovecot's `mail_attribute_dict = file:<path>` points;
+        default `<root>/dovecot-attributes`."""
         if layout.lower() not in (MAILDIRPLUSPLUS, LAYOUT_FS):
             raise StorageError(f"Unsupported maildir LAYOUT={layout}", MailError.PARAMS)
         self.root = Path(root)
         self.control_root = Path(control_dir) if control_dir is not None else self.root
         self.index_root = Path(index_dir) if index_dir is not None else self.root
+        self.attribute_dict = AttributeDict(
+            Path(attribute_dict) if attribute_dict is not None else self.root / ATTRIBUTE_DICT,
+            hostname,
+        )
         self.names = MaildirLayout(layout.lower(), utf8_names)
         self._control_is_root = _same_dir(self.control_root, self.root)
         self._index_is_root = _same_dir(self.index_root, self.root)
@@ -86,6 +95,7 @@ class MaildirStorage(Storage):
             self.names.path(self.root, vname),
             self.names.path(self.control_root, vname, inbox_is_root=self._control_is_root),
             self.names.path(self.index_root, vname, inbox_is_root=self._index_is_root),
+            self.attribute_dict.path,
         )
 
     def _is_mailbox(self, vname: str) -> bool:
@@ -111,7 +121,12 @@ class MaildirStorage(Storage):
     def list_mailboxes(self) -> list[MailboxEntry]:
         # Implicit parents (Maildir++ `.a.b` without `.a`) are not listed: Dovecot
         # reports them as nonexistent and sends them as `N<name>\tn` (vector e3).
-        found = {"INBOX": True, **self.names.scan(self.root)}
+        # INBOX only once it exists: Dovecot's fresh store lists nothing (vector a), and an
+        # INBOX invented here would meet the peer's INBOX as a GUID conflict.
+        found = {
+            **({"INBOX": True} if self._is_mailbox("INBOX") else {}),
+            **self.names.scan(self.root),
+        }
         entries: list[MailboxEntry] = []
         for vname in sorted(found, key=lambda v: (v != "INBOX", v.split(SEP))):
             if not found[vname]:
@@ -245,6 +260,10 @@ class MaildirStorage(Storage):
             self._log(LogType.DELETE_MAILBOX, guid)
         if dir_gone:
             self._log(LogType.DELETE_DIR, name_hash(vname))
+        if guid is not None:
+            # Last: once the mailbox is gone, values left behind by a failure here are
+            # orphans no mailbox will ever own again (keys name the GUID).
+            self.attribute_dict.drop_mailbox(guid)
 
     def _reset_inbox(self) -> None:
         """INBOX can't go away: drop its mail and identity instead (new GUID, UIDVALIDITY,
@@ -269,6 +288,7 @@ class MaildirStorage(Storage):
             raise storage_error(exc, "resetting INBOX") from exc
         if guid is not None:
             self._log(LogType.DELETE_MAILBOX, guid)
+            self.attribute_dict.drop_mailbox(guid)
 
     @staticmethod
     def _mailbox_guid(paths: FolderPaths) -> bytes | None:

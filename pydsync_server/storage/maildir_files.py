@@ -107,7 +107,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _lock_is_stale(lock: Path, hostname: str, stale_timeout: float) -> bool:
+def lock_is_stale(lock: Path, hostname: str, stale_timeout: float) -> bool:
     """Stale if its mtime is older than `stale_timeout`, or it names a dead pid of ours."""
     try:
         st = lock.stat()
@@ -135,7 +135,7 @@ def dotlock(
             fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
             break
         except FileExistsError:
-            if _lock_is_stale(lock, hostname, stale_timeout):
+            if lock_is_stale(lock, hostname, stale_timeout):
                 _unlink_quietly(lock)
                 continue
             if time.monotonic() >= deadline:
@@ -313,7 +313,7 @@ def write_subscriptions(control_root: Path, lines: list[str], hostname: str) -> 
                 write_synced(lock, data, exclusive=True)
                 break
             except FileExistsError:
-                if _lock_is_stale(lock, hostname, 120.0):
+                if lock_is_stale(lock, hostname, 120.0):
                     _unlink_quietly(lock)
                 elif time.monotonic() > deadline:
                     raise StorageError(f"Timeout while waiting for lock {lock}") from None

@@ -2,8 +2,9 @@
 
 `read_folder` takes a snapshot of the text files and directories; `plan_sync` works out
 what Dovecot's own maildir sync would do (new files get UIDs in §1.4 order, lines of
-vanished files are dropped) and what the change tracker must record; `write_sync`
-writes that under the uidlist lock (storage-formats.md §1.4, §1.7, §1.9).
+vanished files are dropped) and what the change tracker must record, attribute values
+included; `write_sync` writes that under the uidlist lock (storage-formats.md §1.4,
+§1.7, §1.9, §7.7).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .maildir_attributes import AttributeDict, AttrKey, mailbox_values
 from .maildir_files import FILE_MODE, replace_file, write_all, write_synced
 from .maildir_tracker import SIDECAR_NAME, ChangeTracker, MessageState
 from .maildir_uidlist import (
@@ -78,6 +80,7 @@ class FolderPaths:
     mail: Path  # holds cur/ new/ tmp/
     control: Path  # dovecot-uidlist, dovecot-keywords
     index: Path  # pydsync-changes
+    attribute_dict: Path | None = None  # the store's dovecot-attributes
 
     @property
     def uidlist(self) -> Path:
@@ -101,6 +104,7 @@ class FolderState:
     keywords: KeywordMap
     files: dict[str, tuple[str, str]]
     tracker: ChangeTracker | None
+    attribute_entries: dict[str, str] = field(default_factory=dict)  # the whole dict
 
 
 def scan_messages(mail_dir: Path) -> dict[str, tuple[str, str]]:
@@ -136,7 +140,8 @@ def read_folder(paths: FolderPaths) -> FolderState:
         # a concurrent flag rename can hide a file from one readdir pass
         for base, where in scan_messages(paths.mail).items():
             files.setdefault(base, where)
-    return FolderState(uidlist, raw, keywords, files, ChangeTracker.load(paths.sidecar))
+    attrs = AttributeDict(paths.attribute_dict, "").read() if paths.attribute_dict else {}
+    return FolderState(uidlist, raw, keywords, files, ChangeTracker.load(paths.sidecar), attrs)
 
 
 # -- planning ------------------------------------------------------------------------
@@ -168,6 +173,7 @@ class SyncPlan:
     write_keywords: bool = False
     write_tracker: bool = False
     new_uids: list[int] = field(default_factory=list)
+    attributes: dict[AttrKey, str] = field(default_factory=dict)  # this mailbox's values
 
     @property
     def needs_write(self) -> bool:
@@ -204,10 +210,13 @@ def plan_sync(state: FolderState, ctx: StoreContext, *, first_free_uid: int = 0)
     write_uidlist = write_uidlist or bool(new_uids)
     messages = _live_messages(uidlist, state)
     tracker = _plan_tracker(state, uidlist, messages)
+    attributes = mailbox_values(state.attribute_entries, uidlist.guid)
+    tracker.reconcile_attributes(attributes, int(ctx.clock()))
     write_tracker = state.tracker is None or tracker != state.tracker
     return SyncPlan(
-        uidlist, messages, tracker, write_uidlist, state.keywords.changed, write_tracker, new_uids
-    )
+        uidlist, messages, tracker, write_uidlist, state.keywords.changed, write_tracker,
+        new_uids, attributes,
+    )  # fmt: skip
 
 
 def _live_messages(uidlist: Uidlist, state: FolderState) -> dict[int, Message]:

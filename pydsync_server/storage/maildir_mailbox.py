@@ -1,7 +1,8 @@
 """An opened maildir folder: a view of one sync, refreshed on demand.
 
 Opening or refreshing runs the folder sync of maildir_folder (UIDs for new files,
-tracker modseqs for other programs' changes) and keeps the resulting plan as the view.
+tracker modseqs for other programs' changes) and keeps the resulting plan as the view;
+attribute values come from the store's attribute dict as read by that sync.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import MailboxNotFoundError
-from .base import Mailbox, MailboxStatus, MessageChange, MessageInfo, Transaction
+from .base import Attribute, Mailbox, MailboxStatus, MessageChange, MessageInfo, Transaction
 from .maildir_files import dotlock, fsync_dir, makedirs, storage_error
 from .maildir_folder import (
     SUBDIRS,
@@ -197,6 +198,14 @@ class MaildirMailbox(Mailbox):
             except OSError as exc:
                 raise storage_error(exc, f"opening {path}") from exc
         raise MailboxNotFoundError(f"Message UID={uid} is expunged in {self.vname}")
+
+    def attributes(self) -> list[Attribute]:
+        plan = self.plan
+        found = []
+        for (type_, key), meta in sorted(plan.tracker.attrs.items()):
+            value = plan.attributes.get((type_, key)) if meta.digest else None
+            found.append(Attribute(type_, key, value, meta.last_change, meta.modseq, meta.dsync))
+        return found
 
     def transaction(self) -> Transaction:
         from .maildir_transaction import MaildirTransaction

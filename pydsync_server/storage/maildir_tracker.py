@@ -4,6 +4,8 @@ Dovecot keeps modseqs in its binary index, which pydsync does not write. Instead
 sidecar holds highest_modseq, a per-UID (modseq, flags, keywords, GUID) snapshot and a
 bounded log of changes, each marked whether dsync made it (dsync-algorithm.md §3.4).
 Comparing the snapshot with the directory turns other programs' work into modseqs.
+Mailbox attributes get the same treatment: their values live in Dovecot's attribute dict
+(maildir_attributes), their change stamps and remembered deletions here.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .attributes import MAX_TOMBSTONES
 from .base import MessageChange, guid128
+from .maildir_attributes import AttrKey, value_digest
 
 SIDECAR_NAME = "pydsync-changes"
 MAX_LOG_RECORDS = 10000
@@ -50,6 +54,16 @@ class LogRecord:
     keyword_ops: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class AttrMeta:
+    """The last change of one attribute: `digest` of its value ("" = deleted)."""
+
+    digest: str
+    last_change: int
+    modseq: int
+    dsync: bool
+
+
 def keyword_ops(old: frozenset[str], new: frozenset[str]) -> tuple[str, ...]:
     return tuple(f"-{k}" for k in sorted(old - new)) + tuple(f"+{k}" for k in sorted(new - old))
 
@@ -63,6 +77,8 @@ class ChangeTracker:
     log_floor: int = 1  # every change with modseq > log_floor is still in `log`
     msgs: dict[int, Snapshot] = field(default_factory=dict)
     log: list[LogRecord] = field(default_factory=list)
+    attrs: dict[AttrKey, AttrMeta] = field(default_factory=dict)
+    attrs_known: bool = False  # False: the attribute values were never looked at
 
     # -- construction and persistence --
 
@@ -110,6 +126,11 @@ class ChangeTracker:
             int(raw["log_floor"]),
             msgs,
             log,
+            attrs={
+                (str(t), str(k)): AttrMeta(str(d), int(lc), int(m), bool(ds))
+                for t, k, d, lc, m, ds in raw.get("attrs", [])
+            },
+            attrs_known="attrs" in raw,  # older sidecars had none
         )
 
     def serialize(self) -> bytes:
@@ -133,12 +154,17 @@ class ChangeTracker:
             "msgs": msgs,
             "log": log,
         }
+        if self.attrs_known:
+            doc["attrs"] = [
+                [t, k, a.digest, a.last_change, a.modseq, int(a.dsync)]
+                for (t, k), a in sorted(self.attrs.items())
+            ]
         return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode(
             "utf-8", "surrogateescape"
         )
 
     def copy(self) -> ChangeTracker:
-        return replace(self, msgs=dict(self.msgs), log=list(self.log))
+        return replace(self, msgs=dict(self.msgs), log=list(self.log), attrs=dict(self.attrs))
 
     # -- noticing other programs' changes --
 
@@ -181,6 +207,30 @@ class ChangeTracker:
         }
         self.log = []
         self.highest_modseq = self.log_floor = modseq
+        self.attrs, self.attrs_known = {}, False
+
+    def reconcile_attributes(self, values: dict[AttrKey, str], now: int) -> None:
+        """Record values that differ from the remembered ones (set, changed or gone) as
+        one non-dsync change stamped `now`. Values seen for the first time have unknown
+        stamps (0), as nothing says when they were set (storage-formats.md §8)."""
+        if not self.attrs_known:
+            self.attrs = {k: AttrMeta(value_digest(v), 0, 0, False) for k, v in values.items()}
+            self.attrs_known = True
+            return
+        modseq = self.highest_modseq + 1
+        changed = False
+        for key, value in values.items():
+            meta = self.attrs.get(key)
+            if meta is None or meta.digest != value_digest(value):
+                self.attrs[key] = AttrMeta(value_digest(value), now, modseq, False)
+                changed = True
+        for key, meta in list(self.attrs.items()):
+            if meta.digest and key not in values:
+                self.attrs[key] = AttrMeta("", now, modseq, False)
+                changed = True
+        if changed:
+            self.highest_modseq = modseq
+            self._trim_tombstones()
 
     # -- recording changes (dsync writes and reconcile) --
 
@@ -211,6 +261,19 @@ class ChangeTracker:
         key = guid128(guid) if guid else None
         self.log.append(LogRecord(modseq, uid, dsync, expunged=True, guid128=key))
         self.highest_modseq = max(self.highest_modseq, modseq)
+
+    def set_attribute(self, key: AttrKey, value: str | None, last_change: int, modseq: int) -> None:
+        """A dsync write of an attribute (None: deleted)."""
+        digest = value_digest(value) if value is not None else ""
+        self.attrs[key] = AttrMeta(digest, last_change, modseq, True)
+        self.attrs_known = True
+        self.highest_modseq = max(self.highest_modseq, modseq)
+        self._trim_tombstones()
+
+    def _trim_tombstones(self) -> None:
+        tombstones = sorted((m.modseq, k) for k, m in self.attrs.items() if not m.digest)
+        for _, key in tombstones[: max(0, len(tombstones) - MAX_TOMBSTONES)]:
+            del self.attrs[key]
 
     def _trim(self) -> None:
         """Keep at most MAX_LOG_RECORDS, dropping whole modseqs from the old end."""

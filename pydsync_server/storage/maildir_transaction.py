@@ -2,21 +2,25 @@
 
 Bodies go to tmp/ (fsync'ed) when saved. commit() takes the uidlist lock, syncs the
 folder, renames files (new mail into cur/, flag changes in place, expunged mail back
-into tmp/), fsyncs each touched directory once, then writes dovecot-uidlist — the
-commit point — and the pydsync-changes tracker. Any failure before the commit point
-undoes the renames, so the store is left as it was (storage-formats.md §1.10).
+into tmp/), fsyncs each touched directory once, rewrites the attribute dict if
+attributes changed, then writes dovecot-uidlist — the commit point — and the
+pydsync-changes tracker. Any failure before the commit point undoes the renames and the
+attribute values, so the store is left as it was (storage-formats.md §1.10, §7.7).
 """
 
 from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import MailboxNotFoundError, MailError, StorageError
+from .attributes import check_attribute
 from .base import NewMessage, Transaction
+from .maildir_attributes import AttributeDict, AttrKey
 from .maildir_files import FILE_MODE, fsync_dir, storage_error, write_all, write_synced
 from .maildir_folder import (
     FolderState,
@@ -124,6 +128,7 @@ class MaildirTransaction(Transaction):
         self._uid_next = 0
         self._highest_modseq = 0
         self._first_recent_uid = 0
+        self._attrs: dict[AttrKey, tuple[str | None, int]] = {}  # -> (value, last_change)
         self._closed = False
 
     # -- recording --
@@ -219,6 +224,12 @@ class MaildirTransaction(Transaction):
         self._check_open()
         self._first_recent_uid = max(self._first_recent_uid, uid)
 
+    def set_attribute(self, type: str, key: str, value: str | None, last_change: int) -> None:
+        self._check_open()
+        check_attribute(type, key)
+        # No time given: the time of the write, as Dovecot stamps its log record.
+        self._attrs[type, key] = (value, last_change or int(self._box.ctx.clock()))
+
     # -- finishing --
 
     def rollback(self) -> None:
@@ -235,7 +246,7 @@ class MaildirTransaction(Transaction):
         return not (
             self._saves or self._flag_ops or self._expunges or self._moves
             or self._uid_validity or self._guid or self._uid_next
-            or self._highest_modseq or self._first_recent_uid
+            or self._highest_modseq or self._first_recent_uid or self._attrs
         )  # fmt: skip
 
     def commit(self) -> None:
@@ -261,9 +272,12 @@ class MaildirTransaction(Transaction):
         first_free = max(uid_map.values()) + 1 if uid_map else 0
         plan = plan_sync(state, self._box.ctx, first_free_uid=first_free)
         uidlist, tracker = plan.uidlist, plan.tracker
-        work = self._build_work(plan.messages, state, tracker, uid_map)
+        old_guid, modseq = uidlist.guid, tracker.next_modseq()
+        assert old_guid is not None
+        work = self._build_work(plan.messages, state, tracker, uid_map, modseq)
         journal = _Journal()
         sidecar_tmp = paths.sidecar.with_name(paths.sidecar.name + ".tmp")
+        undo_attributes: Callable[[], None] | None = None
         try:
             letters = self._assign_letters(work, state.keywords)
             if state.keywords.changed:
@@ -272,11 +286,14 @@ class MaildirTransaction(Transaction):
             for directory in journal.dirs:
                 fsync_dir(directory)
             self._finish(uidlist, tracker, work)
+            undo_attributes = self._write_attributes(old_guid, tracker, modseq)
             os.makedirs(paths.index, mode=0o700, exist_ok=True)
             write_synced(sidecar_tmp, tracker.serialize())
             write_uidlist(paths, state.uidlist, state.uidlist_raw, uidlist, set(work))
         except BaseException:
             journal.undo()
+            if undo_attributes is not None:
+                _quietly(undo_attributes)
             sidecar_tmp.unlink(missing_ok=True)
             raise
         os.replace(sidecar_tmp, paths.sidecar)
@@ -302,10 +319,10 @@ class MaildirTransaction(Transaction):
         state: FolderState,
         tracker: ChangeTracker,
         uid_map: dict[int, int],
+        modseq: int,
     ) -> dict[int, _Work]:
-        """The folder as it will be after this transaction."""
+        """The folder as it will be after this transaction; `modseq` is its changes'."""
         mail = self._box.paths.mail
-        modseq = tracker.next_modseq()
         work: dict[int, _Work] = {}
         for uid, msg in messages.items():
             snap = tracker.msgs.get(uid)
@@ -442,6 +459,33 @@ class MaildirTransaction(Transaction):
         tracker.highest_modseq = max(tracker.highest_modseq, self._highest_modseq)
         tracker.first_recent_uid = max(tracker.first_recent_uid, self._first_recent_uid)
         tracker.finish_commit()
+
+    def _write_attributes(
+        self, old_guid: bytes, tracker: ChangeTracker, modseq: int
+    ) -> Callable[[], None] | None:
+        """Put this transaction's attribute values in the attribute dict (moving the
+        mailbox's values along with a new GUID) and record their stamps; the undo, or
+        None when the dict was not touched."""
+        path = self._box.paths.attribute_dict
+        moving = self._guid is not None and self._guid != old_guid
+        if not self._attrs and not (moving and path is not None and path.exists()):
+            return None
+        if path is None:
+            raise StorageError("This storage keeps no mailbox attributes", MailError.NOTPOSSIBLE)
+        values = {key: value for key, (value, _) in self._attrs.items()}
+        attribute_dict = AttributeDict(path, self._box.ctx.hostname)
+        undo = attribute_dict.update(old_guid, values, self._guid)
+        for key, (value, last_change) in self._attrs.items():
+            tracker.set_attribute(key, value, last_change, modseq)
+        return undo
+
+
+def _quietly(undo: Callable[[], None]) -> None:
+    """Run an undo while another error is on its way; its own failure must not hide it."""
+    try:
+        undo()
+    except StorageError:
+        pass
 
 
 _NO_INFO = FileInfo(0, frozenset(), "", "")

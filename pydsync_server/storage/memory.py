@@ -4,7 +4,8 @@ It is also the executable model of the contract in storage/base.py: writes go
 through atomic transactions; a `Mailbox` reads a view that only `refresh()`
 renews; `changes_since` reports what a mail client did (`deliver`,
 `client_set_flags`, `client_expunge`) plus every expunge, never other dsync writes
-(dsync-algorithm.md §3.4).
+(dsync-algorithm.md §3.4). Attributes carry their own change stamps instead, set by
+`client_set_attribute` or a dsync transaction (§5).
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from ..errors import (
     MailError,
     StorageError,
 )
+from .attributes import check_attribute
 from .base import (
+    Attribute,
     LogType,
     MailboxEntry,
     MailboxLogRecord,
@@ -45,6 +48,7 @@ class MailboxSnapshot(TypedDict):
     uid_validity: int
     uid_next: int
     messages: dict[int, tuple[str, int, frozenset[str], bytes]]  # (guid, flags, kws, body)
+    attributes: dict[tuple[str, str], str]  # (type, key) -> value, deleted ones left out
 
 
 class StorageSnapshot(TypedDict):
@@ -300,12 +304,26 @@ class MemoryStorage(Storage):
             MessageChange(uid, box.highest_modseq, expunged=True, guid128=guid128(msg.info.guid))
         )
 
+    def client_set_attribute(self, vname: str, type: str, key: str, value: str | None) -> None:
+        """Set (None: delete) a mailbox attribute as an IMAP client's SETMETADATA would:
+        a new modseq, stamped now, not from dsync. A deletion is remembered."""
+        check_attribute(type, key)
+        box = self._box(vname)
+        box.highest_modseq += 1
+        box.attributes[type, key] = Attribute(
+            type, key, value, self.now(), box.highest_modseq, from_dsync=False
+        )
+
     def truncate_change_log(self, vname: str, modseq: int) -> None:
         """Forget changes up to `modseq`, as a rotated index log would; afterwards
-        `changes_since(m)` for 0 < m < modseq returns None."""
+        `changes_since(m)` for 0 < m < modseq returns None, and deleted attributes
+        changed at or before `modseq` are forgotten."""
         box = self._box(vname)
         box.changes = [c for c in box.changes if c.modseq > modseq]
         box.log_start = max(box.log_start, modseq)
+        box.attributes = {
+            k: a for k, a in box.attributes.items() if a.value is not None or a.modseq > modseq
+        }
 
     @staticmethod
     def _client_message(box: Box, uid: int) -> StoredMessage:
@@ -320,7 +338,7 @@ class MemoryStorage(Storage):
         for name, box in self._nodes.items():
             if box is None:
                 mailboxes[name] = MailboxSnapshot(
-                    guid=None, uid_validity=0, uid_next=0, messages={}
+                    guid=None, uid_validity=0, uid_next=0, messages={}, attributes={}
                 )
                 continue
             messages = {
@@ -332,5 +350,6 @@ class MemoryStorage(Storage):
                 uid_validity=box.uid_validity,
                 uid_next=box.uid_next,
                 messages=messages,
+                attributes={k: a.value for k, a in box.attributes.items() if a.value is not None},
             )
         return StorageSnapshot(mailboxes=mailboxes, subscriptions=frozenset(self._subscriptions))

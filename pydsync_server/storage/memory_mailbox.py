@@ -2,7 +2,8 @@
 
 A `MemoryMailbox` reads a copy of its `Box` taken at open and at `refresh()`; a
 `MemoryTransaction` records writes and `commit()` replays them on a copy of the box,
-then swaps it in, so a transaction is atomic and invisible until committed.
+then swaps it in, so a transaction is atomic and invisible until committed. Attributes
+live in the box, so a rename keeps them and a delete drops them (storage-formats.md §7.7).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from dataclasses import dataclass, field, fields, replace
 from typing import BinaryIO, Protocol
 
 from ..errors import MailboxNotFoundError, MailError, StorageError
+from .attributes import check_attribute
 from .base import (
+    Attribute,
     Mailbox,
     MailboxStatus,
     MessageChange,
@@ -56,9 +59,16 @@ class Box:
     messages: dict[int, StoredMessage] = field(default_factory=dict)
     changes: list[MessageChange] = field(default_factory=list)
     log_start: int = 0  # changes with modseq <= log_start were dropped
+    # (type, key) -> last change; value None = a deletion remembered for dsync
+    attributes: dict[tuple[str, str], Attribute] = field(default_factory=dict)
 
     def copy(self) -> Box:
-        return replace(self, messages=dict(self.messages), changes=list(self.changes))
+        return replace(
+            self,
+            messages=dict(self.messages),
+            changes=list(self.changes),
+            attributes=dict(self.attributes),
+        )
 
     def assign(self, other: Box) -> None:
         for f in fields(self):
@@ -117,6 +127,9 @@ class MemoryMailbox(Mailbox):
         if msg is None:
             raise MailboxNotFoundError(f"Message UID {uid} is expunged")
         return io.BytesIO(msg.body)
+
+    def attributes(self) -> list[Attribute]:
+        return [self._view.attributes[k] for k in sorted(self._view.attributes)]
 
     def transaction(self) -> MemoryTransaction:
         self._storage.locate(self._box)
@@ -210,6 +223,12 @@ class _Commit:
         )
         self._expunged(uid, msg, modseq)
 
+    def set_attribute(self, type_: str, key: str, value: str | None, last_change: int) -> None:
+        modseq = self._touch(0)
+        self.work.attributes[type_, key] = Attribute(
+            type_, key, value, last_change, modseq, from_dsync=True
+        )
+
     def finish(self) -> Box:
         if self.top_modseq:
             self.work.highest_modseq = max(self.work.highest_modseq, self.top_modseq)
@@ -295,6 +314,12 @@ class MemoryTransaction(Transaction):
     def raise_first_recent_uid(self, uid: int) -> None:
         _check_uid32(uid, "first recent UID", low=0)
         self._add(lambda c: setattr(c.work, "first_recent_uid", max(c.work.first_recent_uid, uid)))
+
+    def set_attribute(self, type: str, key: str, value: str | None, last_change: int) -> None:
+        check_attribute(type, key)
+        # No time given: the time of the write, as Dovecot stamps its log record.
+        stamp = last_change or self._storage.now()
+        self._add(lambda c: c.set_attribute(type, key, value, stamp))
 
     def commit(self) -> None:
         self._check_open()
