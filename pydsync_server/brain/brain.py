@@ -8,7 +8,7 @@ goes through the channel and the storage; the clock and the log are injected.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from ..errors import (
     DsyncError,
@@ -35,13 +35,7 @@ from ..protocol.items import (
     MailboxTreeNode,
 )
 from ..protocol.items import Mailbox as MailboxRecord
-from ..protocol.state import (
-    PYDSYNC_HEADER,
-    InvalidStateError,
-    decode_state,
-    encode_state,
-    written_by_pydsync,
-)
+from ..protocol.state import InvalidStateError
 from ..storage.base import Mailbox, Storage
 from .all_mail import AllMail
 from .filters import ImportFilter
@@ -49,6 +43,7 @@ from .hdr_hash import hash_version_for_minor
 from .mailbox_sync import Role, SyncOptions, sync_mailbox
 from .names import name_fixer
 from .settings import Log, SyncMode, SyncResult, SyncSettings
+from .state_compat import export_states, import_states
 from .tree import (
     MailboxFilter,
     MailboxTree,
@@ -297,7 +292,7 @@ def state_string(outcome: Outcome, states: dict[str, MailboxState], storage: Sto
     except DsyncError:
         existing = set()
     kept = [s for guid, s in states.items() if bytes.fromhex(guid) in existing]
-    return encode_state(kept, header=PYDSYNC_HEADER)
+    return export_states(kept)
 
 
 def parse_saved_state(settings: SyncSettings, log: Log) -> tuple[str, dict[str, MailboxState]]:
@@ -307,14 +302,10 @@ def parse_saved_state(settings: SyncSettings, log: Log) -> tuple[str, dict[str, 
     if not settings.state:
         return SYNC_TYPE_CHANGED, {}
     try:
-        states = decode_state(settings.state)
+        states = import_states(settings.state)
     except InvalidStateError as exc:
         log(f"Error: Saved sync state is invalid, falling back to full sync: {exc}")
         return SYNC_TYPE_FULL, {}
-    if not written_by_pydsync(settings.state):
-        # doveadm's modseqs count Dovecot's index, not our store: keep the common UIDs,
-        # look at every change below them (modseq 0), so nothing is missed.
-        states = [replace(s, last_common_modseq=0, last_common_pvt_modseq=0) for s in states]
     return SYNC_TYPE_STATE, {s.mailbox_guid: s for s in states}
 
 

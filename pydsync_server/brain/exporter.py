@@ -81,6 +81,7 @@ class Exporter:
         self._instances: dict[str, int] = {}
         self._bodies: list[LazyBody] = []
         self._log = mailbox.changes_since(options.last_common_modseq)
+        self._history_start = mailbox.history_start()
         # No state, or a log that no longer reaches back to it: export everything.
         self._return_all = self._log is None or options.last_common_modseq == 0
 
@@ -116,6 +117,11 @@ class Exporter:
         ops: tuple[str, ...] = ()
         if record is not None and not record.expunged:
             add, remove, ops = record.add_flags, record.remove_flags, record.keyword_ops
+        elif self._log is None or info.modseq < self._history_start:
+            # How the flags got here is unknown (no log back to the common state, or
+            # set before tracking began): offer them as added, so the peer's merge
+            # keeps rather than drops them.
+            add, ops = info.flags, tuple("+" + kw for kw in sorted(info.keywords))
         final = info.flags | (FLAG_RECENT if info.uid >= self._first_recent else 0)
         return MailChange(
             type=kind,

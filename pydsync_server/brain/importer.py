@@ -101,7 +101,13 @@ class Importer:
         self.local_highest_modseq = status.highest_modseq
         self.local = list(mailbox.messages())
         self.local_by_uid = {info.uid: info for info in self.local}
-        self.local_log = self._local_log(options.last_common_modseq)
+        # A saved modseq above anything this mailbox handed out is another program's
+        # number (doveadm's state quotes Dovecot's index): use the whole local log.
+        self.known_modseq = (
+            options.last_common_modseq if options.last_common_modseq <= status.highest_modseq else 0
+        )
+        self.local_log_unknown = False
+        self.local_log = self._local_log(self.known_modseq)
         self.last_common_uid = options.last_common_uid
         self.common_found = options.last_common_uid != 0 or options.last_common_modseq != 0
         self.cursor = self._cursor_start(self.last_common_uid)
@@ -119,16 +125,26 @@ class Importer:
         self.delete_mailbox = False
         self._hash_cache: dict[int, str] = {}
         self._attributes: dict[tuple[str, str], Attribute] | None = None
-        self._sanity_check(status.highest_modseq)
+        self._sanity_check()
 
     def _local_log(self, modseq: int) -> dict[int, MessageChange]:
-        return {change.uid: change for change in (self.mailbox.changes_since(modseq) or [])}
+        changes = self.mailbox.changes_since(modseq)
+        self.local_log_unknown = changes is None
+        return {change.uid: change for change in (changes or [])}
 
-    def _sanity_check(self, highest_modseq: int) -> None:
+    def _local_record(self, info: MessageInfo) -> MessageChange | None:
+        """The local change to merge; with no log back to the state, the current flags
+        count as added (as the exporter offers them), so the merge keeps them."""
+        record = self.local_log.get(info.uid)
+        unknown = self.local_log_unknown or info.modseq < self.mailbox.history_start()
+        if record is None and unknown:
+            ops = tuple("+" + kw for kw in sorted(info.keywords))
+            return MessageChange(info.uid, info.modseq, add_flags=info.flags, keyword_ops=ops)
+        return record
+
+    def _sanity_check(self) -> None:
         if self.opts.last_common_uid and self.local_uid_next <= self.opts.last_common_uid:
             self._unexpected_state("local UIDNEXT <= last common UID")
-        elif highest_modseq < self.opts.last_common_modseq:
-            self._unexpected_state("local HIGHESTMODSEQ below the saved state")
 
     def _unexpected_state(self, why: str) -> None:
         self.warn.append(
@@ -182,7 +198,7 @@ class Importer:
         if self._attributes is None:
             self._attributes = {(a.type, a.key): a for a in self.mailbox.attributes()}
         local = self._attributes.get((remote.type, remote.key))
-        if not remote_wins(remote, local, self.opts.last_common_modseq):
+        if not remote_wins(remote, local, self.known_modseq):
             return
         value = None if remote.deleted else remote.value
         try:
@@ -321,7 +337,7 @@ class Importer:
             wanted_kw = {op[1:] for op in change.keyword_changes if op[0] in "+=&"}
             self._apply_flags(info, wanted, frozenset(wanted_kw), change.modseq)
             return
-        record = self.local_log.get(change.uid)
+        record = self._local_record(info)
         prefer_remote = info.modseq < change.modseq or (
             info.modseq == change.modseq and not self.opts.master
         )

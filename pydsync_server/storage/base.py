@@ -240,8 +240,14 @@ class Mailbox(ABC):
         """Non-dsync changes with modseq > `modseq`, one merged record per UID, by UID.
 
         With modseq 0 every change still in the log. None when the log no longer
-        reaches back to `modseq` (the caller then falls back to a full export).
+        reaches back to `modseq`, or `modseq` is above the highest this mailbox handed
+        out (another program's number): the caller then falls back to a full export.
         """
+
+    def history_start(self) -> int:
+        """The lowest modseq the change log covers: a message whose modseq is below it
+        got its flags before tracking began, so how they came about is unknown."""
+        return 0
 
     @abstractmethod
     def open_message(self, uid: int) -> BinaryIO:

@@ -185,6 +185,9 @@ class MaildirMailbox(Mailbox):
     def changes_since(self, modseq: int) -> list[MessageChange] | None:
         return self.plan.tracker.changes_since(modseq)
 
+    def history_start(self) -> int:
+        return self.plan.tracker.log_floor
+
     def open_message(self, uid: int) -> BinaryIO:
         msg = self.plan.messages.get(uid)
         for _ in range(3):

@@ -90,9 +90,11 @@ class ChangeTracker:
         current: dict[int, MessageState],
         first_recent_uid: int,
     ) -> ChangeTracker:
-        """State for a folder pydsync has not tracked: every message at modseq 1."""
+        """State for a folder pydsync has not tracked: every message at modseq 1, with
+        a history nobody here knows (log floor 2: no nonzero modseq can be answered, so
+        a state quoting another program's modseq leads to a full export)."""
         msgs = {uid: Snapshot(1, st.flags, st.keywords, st.guid) for uid, st in current.items()}
-        return cls(uid_validity, mailbox_guid, 1, first_recent_uid, 1, msgs)
+        return cls(uid_validity, mailbox_guid, 1, first_recent_uid, 2, msgs)
 
     @classmethod
     def load(cls, path: Path) -> ChangeTracker | None:
@@ -289,8 +291,11 @@ class ChangeTracker:
     # -- answering dsync --
 
     def changes_since(self, modseq: int) -> list[MessageChange] | None:
-        """Merged non-dsync changes (and all expunges) newer than `modseq`, by UID."""
-        if modseq != 0 and modseq < self.log_floor:
+        """Merged non-dsync changes (and all expunges) newer than `modseq`, by UID.
+
+        None when the log can't answer: `modseq` is older than the log, or newer than
+        anything this store handed out (a number from another program's index)."""
+        if modseq != 0 and (modseq < self.log_floor or modseq > self.highest_modseq):
             return None
         merged: dict[int, MessageChange] = {}
         for rec in self.log:

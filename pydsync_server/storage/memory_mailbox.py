@@ -118,9 +118,13 @@ class MemoryMailbox(Mailbox):
         return list(self._infos)
 
     def changes_since(self, modseq: int) -> list[MessageChange] | None:
-        if 0 < modseq < self._view.log_start:
+        # None: older than the log, or a modseq this mailbox never handed out.
+        if 0 < modseq < self._view.log_start or modseq > self.status().highest_modseq:
             return None
         return merge_changes(self._view.changes, modseq)
+
+    def history_start(self) -> int:
+        return self._view.log_start
 
     def open_message(self, uid: int) -> BinaryIO:
         msg = self._view.messages.get(uid)
