@@ -80,10 +80,13 @@ class Exporter:
         self._first_recent = mailbox.status().first_recent_uid
         self._instances: dict[str, int] = {}
         self._bodies: list[LazyBody] = []
-        self._log = mailbox.changes_since(options.last_common_modseq)
+        log = mailbox.changes_since(options.last_common_modseq)
         self._history_start = mailbox.history_start()
-        # No state, or a log that no longer reaches back to it: export everything.
-        self._return_all = self._log is None or options.last_common_modseq == 0
+        # No state, or a log that no longer reaches back to it: export everything, with
+        # the expunges the whole log still knows (§3.5.1, as a stateless export).
+        self._log_unknown = log is None
+        self._return_all = log is None or options.last_common_modseq == 0
+        self._log = log if log is not None else (mailbox.changes_since(0) or [])
 
     def attributes(self) -> list[MailboxAttribute]:
         """The `A` list (§5)."""
@@ -95,7 +98,7 @@ class Exporter:
         """The `C` list, ascending by UID, one entry per UID."""
         opts = self.options
         return_all = self._return_all
-        records = {change.uid: change for change in (self._log or [])}
+        records = {change.uid: change for change in self._log}
         result: dict[int, MailChange] = {}
         for uid, record in records.items():
             if uid not in self.messages and (record.expunged or 0 < uid <= opts.last_common_uid):
@@ -117,7 +120,7 @@ class Exporter:
         ops: tuple[str, ...] = ()
         if record is not None and not record.expunged:
             add, remove, ops = record.add_flags, record.remove_flags, record.keyword_ops
-        elif self._log is None or info.modseq < self._history_start:
+        elif self._log_unknown or info.modseq < self._history_start:
             # How the flags got here is unknown (no log back to the common state, or
             # set before tracking began): offer them as added, so the peer's merge
             # keeps rather than drops them.
