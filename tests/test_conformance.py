@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,25 +48,9 @@ SUBSET = {
     "sync_oneway",
     "sync_uid_conflict",
 }
-# (scenario, combination, what pydsync does wrong); strict xfail, so a fix shows up as XPASS.
-KNOWN_PYDSYNC_GAPS: list[tuple[str, str, str]] = [
-    (
-        "sync_into_empty_store",
-        "doveadm-pydsync",
-        "an empty pydsync store sends INBOX in its tree (existing, fresh GUID) where Dovecot "
-        "sends none; both sides then adopt the other's INBOX GUID: exit 2, b's INBOX empty",
-    ),
-    (
-        "sync_expunges_both_sides",
-        "doveadm-pydsync",
-        "INBOX not synced at all (expunges and the \\Deleted flag stay on their side)",
-    ),
-    (
-        "sync_flag_conflict",
-        "doveadm-pydsync",
-        "\\Seen removed on the pydsync server side comes back from the doveadm master",
-    ),
-]
+# (scenario, combination such as "doveadm-pydsync", what pydsync does wrong); each becomes a
+# strict xfail, so a fixed bug shows up as XPASS: then delete its entry.
+KNOWN_PYDSYNC_GAPS: list[tuple[str, str, str]] = []
 
 
 def _params() -> list[object]:
@@ -151,7 +136,7 @@ def test_scenario_format_is_checked() -> None:
     step = parse_scenario("x", good).steps[0]
     assert step.run is not None and step.run.options == ("-s", "")
     assert step.state is True and step.exit == {0}
-    bad_cases = [
+    bad_cases: list[dict[str, Any]] = [
         {"steps": []},
         {"steps": [{"run": "fetch"}]},
         {"steps": [{"exit": 2}]},  # exit without a run
