@@ -619,12 +619,21 @@ class Importer:
             self.tx.raise_first_recent_uid(
                 min(self.last_common_uid + 1, self.remote.first_recent_uid)
             )
-            self.tx.raise_highest_modseq(self.remote.highest_modseq)
+            self.tx.raise_highest_modseq(self._new_highest_modseq())
             self.tx.commit()
         except StorageError as exc:
             self.failed_reason = str(exc)
             return self._result(failed=True, mail_error=exc.mail_error)
         return self._result(failed=self.require_full_resync)
+
+    def _new_highest_modseq(self) -> int:
+        """At least the peer's HIGHESTMODSEQ (§3.6.8). The slave goes one further when
+        the two differed: with both sides at the same value, one change on each side
+        would leave them equal again and fast mode would skip the mailbox (pitfall 22);
+        Dovecot's own writes usually happen to push the slave past the master."""
+        if self.opts.master or self.remote.highest_modseq == self.local_highest_modseq:
+            return self.remote.highest_modseq
+        return max(self.remote.highest_modseq, self.local_highest_modseq) + 1
 
     def _result(self, *, failed: bool, mail_error: MailError = MailError.TEMP) -> ImportResult:
         self.mailbox.refresh()

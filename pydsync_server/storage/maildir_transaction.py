@@ -228,7 +228,7 @@ class MaildirTransaction(Transaction):
         self._check_open()
         check_attribute(type, key)
         # No time given: the time of the write, as Dovecot stamps its log record.
-        self._attrs[type, key] = (value, last_change or int(self._box.ctx.clock()))
+        self._attrs[type, key] = (value, last_change)  # the peer's stamp; 0 = unknown
 
     # -- finishing --
 

@@ -322,7 +322,7 @@ class MemoryTransaction(Transaction):
     def set_attribute(self, type: str, key: str, value: str | None, last_change: int) -> None:
         check_attribute(type, key)
         # No time given: the time of the write, as Dovecot stamps its log record.
-        stamp = last_change or self._storage.now()
+        stamp = last_change  # dsync writes keep the peer's stamp, 0 = unknown
         self._add(lambda c: c.set_attribute(type, key, value, stamp))
 
     def commit(self) -> None:
