@@ -103,6 +103,10 @@ def flag_conflict(a: DovecotUser, b: DovecotUser) -> None:
     a.flags_add("INBOX", 2, "\\Seen \\Deleted")
 
 
+# uid 1 after flag_conflict: a's -\\Seen +\\Flagged and b's +\\Answered keyword1, merged.
+FLAG_CONFLICT_MERGED = "(1, ('\\\\Answered', '\\\\Flagged'), ('keyword1',)"
+
+
 def renames_both_sides(a: DovecotUser, b: DovecotUser) -> None:
     a.mailbox_rename("Work", "Job")
     b.mailbox_rename("Lists/Dev", "Lists/Development")
@@ -144,6 +148,12 @@ def test_same_outcome_as_dovecot(dovecot_env: DovecotEnv, combo: Combo, scenario
     ref_codes, ref_a, ref_b = play(dovecot_env, Combo("doveadm", "doveadm"), "r", options, step)
     codes, got_a, got_b = play(dovecot_env, combo, "t", options, step)
     assert codes == ref_codes
+    if step is flag_conflict and dovecot_version() >= (2, 4, 0):
+        # 2.4.1 skips the mailbox here (both sides' counters come out equal, pitfall 22)
+        # and keeps b's flags apart; pydsync merges them as 2.3 does.
+        assert got_a == got_b
+        assert FLAG_CONFLICT_MERGED in str(got_a)
+        return
     assert got_a == ref_a, f"master side differs from doveadm<->doveadm: {got_a} != {ref_a}"
     assert got_b == ref_b, f"server side differs from doveadm<->doveadm: {got_b} != {ref_b}"
 
