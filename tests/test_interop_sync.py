@@ -14,7 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from dovecot import SAFE_PATH, DovecotEnv, DovecotUser, StoreSnapshot, diff, snapshot
+from dovecot import (
+    SAFE_PATH,
+    DovecotEnv,
+    DovecotUser,
+    MailboxSnapshot,
+    StoreSnapshot,
+    diff,
+    dovecot_version,
+    snapshot,
+)
 
 pytestmark = pytest.mark.dovecot
 
