@@ -169,3 +169,30 @@ def broken_seal(home: Path, sealed: Seal) -> str | None:
         f"reference tree {home} changed under the benchmark (a message file written in "
         f"place?): {len(changed)} changed e.g. {changed[:2]}, {len(gone)} gone, {len(new)} new"
     )
+
+
+def freeze_pydsync(root: Path, rev: str, work: Path, python: str) -> tuple[str, str]:
+    """pydsync as committed at `rev`, apart from the shared working tree: (launcher, commit).
+
+    Other people edit the checkout while a long benchmark runs; a `git archive` of the
+    packages, byte-compiled up front (a first run must not pay for it), cannot change
+    under it. The launcher does what the `pydsync` console script does.
+    """
+    sha = sh(["git", "-C", str(root), "rev-parse", "--short", rev]).stdout.decode().strip()
+    top = work / f"pydsync-{sha}"
+    if not (top / "pydsync").exists():
+        tmp = work / f"pydsync-{sha}.partial-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        tar = sh(["git", "-C", str(root), "archive", sha, "pydsync_server", "hooks"]).stdout
+        sh(["tar", "-x", "-C", str(tmp)], input=tar)
+        sh([python, "-m", "compileall", "-q", str(tmp)])
+        launcher = tmp / "pydsync"
+        launcher.write_text(
+            f"#!{python}\nimport sys\n\nsys.path.insert(0, {str(top)!r})\n"
+            "from pydsync_server.cli.main import entry_point\n\nsys.exit(entry_point())\n"
+        )
+        launcher.chmod(0o755)
+        shutil.rmtree(top, ignore_errors=True)
+        tmp.rename(top)
+    return str(top / "pydsync"), sha

@@ -33,6 +33,7 @@ from harness import (
     chown_vmail,
     clone_tree,
     detect_version,
+    freeze_pydsync,
     write_conf,
 )
 from pairs import Bed, Pair, keep_logs, prepare, tail
@@ -130,13 +131,16 @@ def run_size(bed: Bed, rows: list[Row], why: str | None) -> tuple[list[Run], dic
     return runs, summarise(rows, runs, work, failed, args)
 
 
+def git(*words: str) -> str:
+    p = subprocess.run(["git", "-C", str(ROOT), *words], capture_output=True, text=True)
+    return p.stdout.strip()
+
+
 def environment(dc: Dovecot, args: argparse.Namespace) -> dict[str, Any]:
-    rev = subprocess.run(
-        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
+    rev = args.pydsync_commit
+    if not rev:  # the working tree: say when it differs from HEAD
+        rev = git("rev-parse", "--short", "HEAD")
+        rev += "+dirty" if git("status", "--porcelain", "--", "pydsync_server", "hooks") else ""
     return {
         "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "host": platform.node(),
@@ -174,6 +178,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--markdown", type=Path, help="also write the tables as markdown here")
     ap.add_argument("--timeout", type=float, default=1800, help="per run, seconds")
     ap.add_argument("--pydsync", default=str(ROOT / ".venv" / "bin" / "pydsync"))
+    ap.add_argument(
+        "--pydsync-rev",
+        metavar="REV",
+        help="run pydsync as committed at REV (e.g. HEAD), not the working tree",
+    )
     ap.add_argument("--doveadm", default=shutil.which("doveadm", path=PATH) or "doveadm")
     ap.add_argument("--dovecot-version", help="skip detection (e.g. 2.4.1)")
     for flag, who in (("--opt", "doveadm and pydsync"), ("--dove-opt", "doveadm")):
@@ -204,6 +213,11 @@ def setup(args: argparse.Namespace) -> Dovecot:
     args.work.mkdir(parents=True, exist_ok=True)
     args.work.chmod(0o755)
     conf = write_conf(args.work, version)
+    args.pydsync_commit = None
+    if args.pydsync_rev:
+        args.pydsync, args.pydsync_commit = freeze_pydsync(
+            ROOT, args.pydsync_rev, args.work, sys.executable
+        )
     return Dovecot(args.doveadm, version, conf, tuple(args.opt + args.dove_opt))
 
 
