@@ -334,9 +334,9 @@ def test_mail_replica_without_userdb_exits_68() -> None:
     assert code == 68 and "mail_replica" in err
 
 
-def test_tcp_destination_is_refused() -> None:
+def test_tcp_destination_without_port_is_refused() -> None:
     code, _, err = run(["-o", "mail_location=memory:", "backup", "tcp:mail"])
-    assert code == 64 and "not supported" in err
+    assert code == 64 and "doveadm_port" in err
 
 
 def test_same_directory_is_refused(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ PAGES: dict[str, dict[str, list[str | None]]] = {
     "pydsync.1": {".SH OPTIONS": [None]},
     "pydsync-backup.1": {".SH OPTIONS": ["sync", "backup"]},
     "pydsync-dsync-server.1": {".SH OPTIONS": ["dsync-server"]},
+    "pydsync-doveadm-server.1": {".SH OPTIONS": ["doveadm-server"]},
     "pydsync-mailbox.1": {
         '.SS "mailbox list"': ["mailbox list"],
         '.SS "mailbox status"': ["mailbox status"],

@@ -1,7 +1,8 @@
 """`sync`, `backup` and `dsync-server`: open the stores, connect the brains, report.
 
 Local destinations run both brains in this process (`run_local`); command
-destinations get a child process and the stream protocol (`run_master`);
+destinations get a child process and the stream protocol (`run_master`), `tcp:`/
+`tcps:` destinations a doveadm server connection (§12);
 `dsync-server` speaks the protocol on stdin/stdout (`run_slave`), where nothing but
 protocol bytes may appear (the transport points fd 1 at stderr for the session).
 `-U` notifies Dovecot's replicator after a successful sync (dsync-protocol.md §2.2).
@@ -10,6 +11,7 @@ protocol bytes may appear (the transport points fd 1 at stderr for the session).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from ..brain.brain import parse_saved_state
 from ..brain.run import run_local, run_master, run_slave
@@ -21,13 +23,15 @@ from ..storage.location import MailLocation, UserEnv
 from ..transport.duplex import DEFAULT_TIMEOUT
 from ..transport.process import SERVER_WORD, read_user_line, spawn_remote, stdio_stream
 from ..transport.replicator import SyncTypeWatch, notify_replicator
-from ..transport.stream import StreamChannel
+from ..transport.stream import ByteStream, StreamChannel
 from .context import Context
 from .destination import CommandDestination, LocalDestination, TcpDestination, classify
+from .doveadm_client import tcp_stream
 from .lock import user_lock_for
 from .options import Parsed
 from .sync_options import build_settings, parse_uint
 
+Log = Callable[[str], None]
 DESYNC_WARNING = "Mailbox changes caused a desync. You may want to run dsync again: "
 
 
@@ -57,14 +61,16 @@ def run_sync(ctx: Context, command: str, parsed: Parsed, operands: list[str]) ->
     )
     if isinstance(dest, LocalDestination) and settings.visible_namespaces:
         raise DsyncError("-N parameter requires syncing with remote host")
-    if isinstance(dest, TcpDestination):
-        raise UsageError("tcp: and tcps: destinations are not supported by pydsync")
     timeout = float(parse_uint(parsed.value("timeout"), "-T", int(DEFAULT_TIMEOUT)))
     source = ctx.location_with(user, parsed.values("storage_setting"))
     with ctx.storage_at(source, user.home) as storage:
         if isinstance(dest, LocalDestination):
             result = _run_local(ctx, user, storage, source, dest, settings)
             full = parse_saved_state(settings, lambda _line: None)[0] == SYNC_TYPE_FULL
+        elif isinstance(dest, TcpDestination):
+            notify = parsed.flag("replicator_notify")
+            stream = tcp_stream(ctx, user, dest, timeout=timeout, replicator_notify=notify)
+            result, full = _run_master(ctx, user, storage, stream, settings, stream.close)
         else:
             result, full = _run_command(
                 ctx, user, storage, dest, settings, timeout, parsed.value("rawlog")
@@ -133,8 +139,20 @@ def _run_command(
         )
     except OSError as exc:
         raise DsyncError(f"Couldn't run {' '.join(dest.argv)}: {exc.strerror or exc}") from exc
+    return _run_master(ctx, user, storage, remote.stream, settings, remote.finish)
+
+
+def _run_master(
+    ctx: Context,
+    user: UserEnv,
+    storage: Storage,
+    stream: ByteStream,
+    settings: SyncSettings,
+    finish: Callable[[], object],
+) -> tuple[SyncResult, bool]:
+    """The master brain on `stream`; `finish` ends the transport afterwards."""
     try:
-        channel = SyncTypeWatch(StreamChannel(remote.stream, name="remote"))
+        channel = SyncTypeWatch(StreamChannel(stream, name="remote"))
         result = run_master(
             storage,
             channel,
@@ -145,7 +163,7 @@ def _run_command(
         )
         return result, channel.full
     finally:
-        remote.finish()
+        finish()
 
 
 def _report(ctx: Context, user: UserEnv, settings: SyncSettings, result: SyncResult) -> int:
@@ -175,24 +193,35 @@ def run_server(ctx: Context, parsed: Parsed, operands: list[str]) -> int:
         user_name = read_user_line(0, timeout=timeout)
     user = ctx.user_env(user_name)
     log = ctx.log_for(f"dsync-server({user.user})")
+    stream = stdio_stream(timeout=timeout, rawlog=parsed.value("rawlog"))
+    try:
+        result = slave_session(
+            ctx, user, stream, log, replicator_notify=parsed.flag("replicator_notify")
+        )
+    finally:
+        stream.close()
+    return int(result.exit_code)
+
+
+def slave_session(
+    ctx: Context, user: UserEnv, stream: ByteStream, log: Log, *, replicator_notify: bool
+) -> SyncResult:
+    """The slave brain on `stream` for `user` (`dsync-server`, and the doveadm server's
+    `dsync-server` command); logs its errors, then the `-U` notification."""
     with ctx.user_storage(user) as storage:
-        stream = stdio_stream(timeout=timeout, rawlog=parsed.value("rawlog"))
-        try:
-            channel = SyncTypeWatch(StreamChannel(stream, name="remote"))
-            result = run_slave(
-                storage,
-                channel,
-                hostname=ctx.hostname,
-                clock=ctx.clock,
-                log=log,
-                user_lock=user_lock_for(user.home),
-            )
-        finally:
-            stream.close()
+        channel = SyncTypeWatch(StreamChannel(stream, name="remote"))
+        result = run_slave(
+            storage,
+            channel,
+            hostname=ctx.hostname,
+            clock=ctx.clock,
+            log=log,
+            user_lock=user_lock_for(user.home),
+        )
     for error in result.errors:
         log(f"Error: {error}")
     # -U never reads anything from the master: the notification comes after the session.
-    if parsed.flag("replicator_notify") and result.exit_code == 0:
+    if replicator_notify and result.exit_code == 0:
         base_dir = ctx.config.as_mapping().get("base_dir", "")
         notify_replicator(base_dir, user.user, full=channel.full, log=log)
-    return int(result.exit_code)
+    return result

@@ -19,10 +19,12 @@ from ..errors import DsyncError, ExitCode
 from . import inspect
 from .config import load_config
 from .context import Context
+from .doveadm_server import run_doveadm_server
 from .dsync import run_server, run_sync
 from .fetch import fetch
 from .options import (
     BACKUP_OPTIONS,
+    DOVEADM_SERVER_OPTIONS,
     DSYNC_SERVER_OPTIONS,
     FETCH_OPTIONS,
     GLOBAL_OPTIONS,
@@ -130,6 +132,7 @@ COMMANDS: dict[str, Command] = {
         Command("sync", SYNC_OPTIONS, "<destination>...", _sync, permute=False),
         Command("backup", BACKUP_OPTIONS, "<destination>...", _backup, permute=False),
         Command("dsync-server", DSYNC_SERVER_OPTIONS, "[dsync-server]", run_server, permute=False),
+        Command("doveadm-server", DOVEADM_SERVER_OPTIONS, "", run_doveadm_server, permute=False),
         Command(
             "mailbox list", MAILBOX_LIST_OPTIONS, "[<mailbox mask>...]", _mailbox_list, permute=True
         ),

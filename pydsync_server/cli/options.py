@@ -238,6 +238,14 @@ DSYNC_SERVER_OPTIONS = (
     ),
 ) + USER_OPTIONS
 
+DOVEADM_SERVER_OPTIONS = (
+    Option("l", None, "host:port", "listen", "listen here (default 127.0.0.1:doveadm_port)"),
+    Option(None, "ssl-cert", "file", "ssl_cert", "TLS certificate (PEM): serve tcps: clients"),
+    Option(None, "ssl-key", "file", "ssl_key", "private key of --ssl-cert (PEM)"),
+    Option("T", None, "secs", "timeout", "I/O stall timeout in seconds (default 600)"),
+    Option("1", None, None, "once", "serve one connection, then exit"),
+)
+
 _FORMATTER = Option("f", None, "formatter", "formatter", "output format (as the global -f)")
 MAILBOX_LIST_OPTIONS = (
     Option("s", None, None, "subscribed", "list subscribed mailboxes"),
