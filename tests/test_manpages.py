@@ -22,6 +22,7 @@ MAN = Path(__file__).resolve().parent.parent / "man"
 # page -> section heading -> the option tables documented under it (None: global).
 PAGES: dict[str, dict[str, list[str | None]]] = {
     "pydsync.1": {".SH OPTIONS": [None]},
+    "pydsync.conf.5": {'.SH "THE CONFIG COMMAND"': ["config"]},
     "pydsync-backup.1": {".SH OPTIONS": ["sync", "backup"]},
     "pydsync-dsync-server.1": {".SH OPTIONS": ["dsync-server"]},
     "pydsync-doveadm-server.1": {".SH OPTIONS": ["doveadm-server"]},
@@ -100,4 +101,4 @@ def test_page_renders_without_warnings(page: str) -> None:
 
 
 def test_every_page_is_listed() -> None:
-    assert {p.name for p in MAN.glob("*.1")} == set(PAGES)
+    assert {p.name for p in MAN.glob("*.[15]")} == set(PAGES)

@@ -24,7 +24,7 @@ from ..storage.location import (
     location_from_settings,
     open_storage,
 )
-from .config import Config
+from .config import Config, child_environment
 from .ownership import give_back, mail_owner, store_paths
 
 Clock = Callable[[], float]
@@ -42,6 +42,7 @@ class Context:
     clock: Clock = time.time
     hostname: str = field(default_factory=socket.gethostname)
     drivers: Mapping[str, DriverFactory] | None = None  # None: the default registry
+    keep_environment: bool = False  # -k
 
     def error(self, message: str) -> None:
         """One doveadm-style error line on stderr."""
@@ -82,10 +83,18 @@ class Context:
             settings[key.strip()] = value
         return location_from_settings(settings, user)
 
+    def child_environ(self) -> dict[str, str]:
+        """The environment of a command destination (whole with -k, else cleaned)."""
+        return child_environment(self.environ, self.config.as_mapping(), keep=self.keep_environment)
+
     def open(self, location: MailLocation) -> Storage:
-        return open_storage(
+        storage = open_storage(
             location, clock=self.clock, hostname=self.hostname, drivers=self.drivers
         )
+        inbox = self.config.inbox_namespace()
+        if inbox is not None:  # -n checks this prefix (pydsync serves one namespace)
+            storage.namespace_prefix = inbox.get("prefix", "")
+        return storage
 
     @contextmanager
     def storage_at(self, location: MailLocation, home: str | None) -> Iterator[Storage]:

@@ -17,13 +17,14 @@ from typing import BinaryIO, TextIO
 from .. import __version__
 from ..errors import DsyncError, ExitCode
 from . import inspect
-from .config import load_config
+from .config import config_path, load_config
 from .context import Context
 from .doveadm_server import run_doveadm_server
 from .dsync import run_server, run_sync
 from .fetch import fetch
 from .options import (
     BACKUP_OPTIONS,
+    CONFIG_OPTIONS,
     DOVEADM_SERVER_OPTIONS,
     DSYNC_SERVER_OPTIONS,
     FETCH_OPTIONS,
@@ -37,6 +38,7 @@ from .options import (
     getopt,
     synopsis,
 )
+from .show_config import show_config
 
 PROG = "pydsync"
 Handler = Callable[[Context, Parsed, list[str]], int]
@@ -144,6 +146,7 @@ COMMANDS: dict[str, Command] = {
             permute=True,
         ),
         Command("fetch", FETCH_OPTIONS, "<fields> <search query>", _fetch, permute=True),
+        Command("config", CONFIG_OPTIONS, "[<setting>...]", show_config, permute=True),
     )
 }
 
@@ -200,14 +203,19 @@ def _run(args: list[str], out: BinaryIO, err: TextIO, env: dict[str, str]) -> in
     if command is None:
         what = f"Unknown command '{rest[0]}'" if rest else "No command given"
         raise CommandUsageError(f"{PROG}: {what}", usage_text())
-    config_path = None if parsed.flag("no_config") else parsed.value("config")
+    path = config_path(
+        parsed.value("config"),
+        no_config=parsed.flag("no_config"),
+        instance=parsed.value("instance"),
+    )
     ctx = Context(
-        config=load_config(config_path, parsed.values("override")),
+        config=load_config(path, parsed.values("override"), warn=lambda line: err.write(line + "\n")),
         environ=env,
         stdout=out,
         stderr=err,
         formatter=parsed.value("formatter"),
         debug=parsed.flag("debug"),
+        keep_environment=parsed.flag("keep_env"),
         verbose=parsed.flag("verbose") or parsed.flag("debug"),
     )
     prog = command.name.split()[-1]

@@ -166,7 +166,9 @@ def synopsis(options: Sequence[Option]) -> str:
 # -- the tables -------------------------------------------------------------------------
 
 GLOBAL_OPTIONS = (
-    Option("c", None, "config", "config", "read settings from this file (key = value lines)"),
+    Option("c", None, "config", "config", "read settings from this dovecot.conf-style file"),
+    Option("i", None, "instance", "instance", "read the config of this named Dovecot instance"),
+    Option("k", None, None, "keep_env", "pass the whole environment to command destinations"),
     Option("o", None, "key=value", "override", "override one setting", repeat=True),
     Option("O", None, None, "no_config", "do not read any config file"),
     Option("D", None, None, "debug", "debug logging (implies -v)"),
@@ -244,6 +246,12 @@ DOVEADM_SERVER_OPTIONS = (
     Option(None, "ssl-key", "file", "ssl_key", "private key of --ssl-cert (PEM)"),
     Option("T", None, "secs", "timeout", "I/O stall timeout in seconds (default 600)"),
     Option("1", None, None, "once", "serve one connection, then exit"),
+)
+
+CONFIG_OPTIONS = (
+    Option("a", None, None, "all", "show every setting, defaults included (the default)"),
+    Option("n", None, None, "non_default", "show only settings that differ from the default"),
+    Option("P", None, None, "show_secrets", "show passwords and keys"),
 )
 
 _FORMATTER = Option("f", None, "formatter", "formatter", "output format (as the global -f)")
