@@ -2,8 +2,10 @@
 the user's mail store.
 
 Built once per run and passed down (no global state). The user comes from `-u` or
-the `USER` environment variable, the home from `HOME` or `mail_home`, as doveadm
-does without a userdb (dsync-protocol.md §2.2).
+the `USER` environment variable. When a userdb plugin is loaded it gives the home
+and the user's own settings (mail location, uid/gid); without one, or with
+`--no-userdb-lookup`, the home is `HOME` or `mail_home`, as doveadm does without a
+userdb (dsync-protocol.md §2.2).
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import BinaryIO, TextIO
 
-from ..errors import UsageError
+from ..errors import UnknownUserError, UsageError
+from ..plugins.facade import Hooks
+from ..plugins.manager import build_plugin_manager
+from ..plugins.userdb import UserRecord
 from ..storage.base import Storage
 from ..storage.location import (
     DriverFactory,
@@ -28,6 +33,11 @@ from .config import Config, child_environment
 from .ownership import give_back, mail_owner, store_paths
 
 Clock = Callable[[], float]
+
+
+def builtin_hooks() -> Hooks:
+    """Hooks with only pydsync's built-in plugins (for a Context built without main())."""
+    return Hooks(build_plugin_manager({}, entry_points=False))
 
 
 @dataclass
@@ -43,6 +53,9 @@ class Context:
     hostname: str = field(default_factory=socket.gethostname)
     drivers: Mapping[str, DriverFactory] | None = None  # None: the default registry
     keep_environment: bool = False  # -k
+    hooks: Hooks = field(default_factory=builtin_hooks)
+    # userdb answers of this run, by user name (filled by user_env()).
+    records: dict[str, UserRecord] = field(default_factory=dict)
 
     def error(self, message: str) -> None:
         """One doveadm-style error line on stderr."""
@@ -63,19 +76,34 @@ class Context:
 
         return log
 
-    def user_env(self, user_option: str | None) -> UserEnv:
-        """The mail user: `-u`, else USER; neither is a usage error (exit 64)."""
+    def user_env(self, user_option: str | None, *, lookup: bool = True) -> UserEnv:
+        """The mail user: `-u`, else USER; neither is a usage error (exit 64).
+
+        With a userdb plugin (and `lookup`), the userdb gives the home; a user it does
+        not know exits 67. Without, the home is HOME."""
         user = user_option if user_option is not None else self.environ.get("USER")
         if not user:
             raise UsageError("USER environment is missing and -u option not used")
+        if lookup and self.hooks.has_userdb:
+            record = self.hooks.userdb_lookup(user, self.config.as_mapping())
+            if record is None:
+                raise UnknownUserError(f"User doesn't exist: {user}")
+            self.records[user] = record
+            return UserEnv(user, record.home, self.environ)
         return UserEnv(user, self.environ.get("HOME") or None, self.environ)
 
+    def settings_for(self, user: UserEnv) -> Mapping[str, str]:
+        """The settings with the user's userdb fields on top."""
+        record = self.records.get(user.user)
+        base = self.config.as_mapping()
+        return base if record is None else record.settings(base)
+
     def location(self, user: UserEnv) -> MailLocation:
-        return location_from_settings(self.config.as_mapping(), user)
+        return location_from_settings(self.settings_for(user), user)
 
     def location_with(self, user: UserEnv, overrides: Sequence[str]) -> MailLocation:
         """The user's store with `-p setting=value` overrides (Dovecot 2.4's -p)."""
-        settings = dict(self.config.as_mapping())
+        settings = dict(self.settings_for(user))
         for item in overrides:
             key, eq, value = item.partition("=")
             if not eq or not key.strip():
@@ -97,10 +125,12 @@ class Context:
         return storage
 
     @contextmanager
-    def storage_at(self, location: MailLocation, home: str | None) -> Iterator[Storage]:
+    def storage_at(
+        self, location: MailLocation, home: str | None, settings: Mapping[str, str] | None = None
+    ) -> Iterator[Storage]:
         """Open a store; close it afterwards and, when root, give its files back to the
-        mail user (see ownership.py)."""
-        owner = mail_owner(self.config.as_mapping(), location, home)
+        mail user (see ownership.py; `settings`: the user's, default the config's)."""
+        owner = mail_owner(settings or self.config.as_mapping(), location, home)
         storage = self.open(location)
         try:
             yield storage
@@ -110,4 +140,4 @@ class Context:
                 give_back(store_paths(location), owner)
 
     def user_storage(self, user: UserEnv) -> AbstractContextManager[Storage]:
-        return self.storage_at(self.location(user), user.home)
+        return self.storage_at(self.location(user), user.home, self.settings_for(user))

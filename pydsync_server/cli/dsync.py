@@ -11,7 +11,8 @@ protocol bytes may appear (the transport points fd 1 at stderr for the session).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 from ..brain.brain import parse_saved_state
 from ..brain.run import run_local, run_master, run_slave
@@ -27,21 +28,48 @@ from ..transport.stream import ByteStream, StreamChannel
 from .context import Context
 from .destination import CommandDestination, LocalDestination, TcpDestination, classify
 from .doveadm_client import tcp_stream
+from .hooked import PurgeWatch, purge_after, run_hooked
 from .lock import user_lock_for
 from .options import Parsed
 from .sync_options import build_settings, parse_uint
+from .users import run_users, select_users, worker_count
 
 Log = Callable[[str], None]
 DESYNC_WARNING = "Mailbox changes caused a desync. You may want to run dsync again: "
 
 
 def run_sync(ctx: Context, command: str, parsed: Parsed, operands: list[str]) -> int:
-    """`sync`/`backup` with the given options and destination words."""
-    user = ctx.user_env(parsed.value("user"))
+    """`sync`/`backup` with the given options and destination words; many users
+    (`-A`, `-F`, `-u` mask) go through a worker pool (users.py)."""
+    lookup = not parsed.flag("no_userdb_lookup")
+    users = select_users(ctx, parsed)
+    if users is None:
+        user = ctx.user_env(parsed.value("user"), lookup=lookup)
+        given = parsed.value("user") is not None
+        return _sync_user(ctx, command, parsed, operands, user, user_given=given)[0]
+
+    def one(name: str) -> tuple[int, str]:
+        user = ctx.user_env(name, lookup=lookup)
+        return _sync_user(ctx, command, parsed, operands, user, user_given=True)
+
+    return run_users(ctx, users, worker_count(ctx, parsed), one)
+
+
+def _sync_user(
+    ctx: Context,
+    command: str,
+    parsed: Parsed,
+    operands: list[str],
+    user: UserEnv,
+    *,
+    user_given: bool,
+) -> tuple[int, str]:
+    """One user's sync between the plugin hooks: (exit code, first error)."""
+    user_settings = ctx.settings_for(user)
     settings = build_settings(
         parsed,
         command,
-        ctx.config.as_mapping(),
+        user_settings,
         hostname=ctx.hostname,
         now=ctx.clock(),
         debug=ctx.debug,
@@ -49,37 +77,39 @@ def run_sync(ctx: Context, command: str, parsed: Parsed, operands: list[str]) ->
     if parsed.flag("mail_replica"):
         if operands:
             raise UsageError("Don't give mail location with -d parameter")
-        raise StorageError(
-            "User has no mail_replica in userdb (pydsync has no userdb)", MailError.NOTFOUND
-        )
+        replica = user_settings.get("mail_replica", "")
+        if not replica:
+            raise StorageError("User has no mail_replica in userdb", MailError.NOTFOUND)
+        operands = [replica]
     dest = classify(
         operands,
         user=user,
-        user_given=parsed.value("user") is not None,
-        settings=ctx.config.as_mapping(),
+        user_given=user_given,
+        settings=user_settings,
         legacy=parsed.flag("legacy"),
     )
     if isinstance(dest, LocalDestination) and settings.visible_namespaces:
         raise DsyncError("-N parameter requires syncing with remote host")
     timeout = float(parse_uint(parsed.value("timeout"), "-T", int(DEFAULT_TIMEOUT)))
     source = ctx.location_with(user, parsed.values("storage_setting"))
-    with ctx.storage_at(source, user.home) as storage:
-        if isinstance(dest, LocalDestination):
-            result = _run_local(ctx, user, storage, source, dest, settings)
-            full = parse_saved_state(settings, lambda _line: None)[0] == SYNC_TYPE_FULL
-        elif isinstance(dest, TcpDestination):
-            notify = parsed.flag("replicator_notify")
-            stream = tcp_stream(ctx, user, dest, timeout=timeout, replicator_notify=notify)
-            result, full = _run_master(ctx, user, storage, stream, settings, stream.close)
-        else:
-            result, full = _run_command(
-                ctx, user, storage, dest, settings, timeout, parsed.value("rawlog")
-            )
+
+    def session() -> tuple[SyncResult, bool]:
+        with ctx.storage_at(source, user.home, user_settings) as storage:
+            if isinstance(dest, LocalDestination):
+                result = _run_local(ctx, user, storage, source, dest, settings, user_settings)
+                return result, parse_saved_state(settings, lambda _l: None)[0] == SYNC_TYPE_FULL
+            if isinstance(dest, TcpDestination):
+                notify = parsed.flag("replicator_notify")
+                stream = tcp_stream(ctx, user, dest, timeout=timeout, replicator_notify=notify)
+                return _run_master(ctx, user, storage, stream, settings, stream.close)
+            return _run_command(ctx, user, storage, dest, settings, timeout, parsed.value("rawlog"))
+
+    result, full = run_hooked(ctx, command, user, user_settings, session)
     code = _report(ctx, user, settings, result)
     if parsed.flag("replicator_notify") and code == 0:
         state = result.state if settings.state is not None and result.state else ""
         _notify(ctx, user, full=full, state=state)
-    return code
+    return code, result.errors[0] if result.errors else ""
 
 
 def _notify(ctx: Context, user: UserEnv, *, full: bool, state: str) -> None:
@@ -97,20 +127,25 @@ def _run_local(
     here: MailLocation,
     dest: LocalDestination,
     settings: SyncSettings,
+    user_settings: Mapping[str, str],
 ) -> SyncResult:
+    """Both brains here; a `-P` purge of the destination goes through the hook."""
     if os.path.realpath(here.path) == os.path.realpath(dest.location.path):
         raise DsyncError(
             f"Both source and destination mail_location points to same directory: {here.path}"
         )
-    with ctx.storage_at(dest.location, user.home) as other:
-        return run_local(
+    with ctx.storage_at(dest.location, user.home, user_settings) as other:
+        result = run_local(
             storage,
             other,
-            settings,
+            replace(settings, purge_remote=False),
             clock=ctx.clock,
             log=ctx.log_for(f"dsync({user.user})"),
             user_lock=user_lock_for(user.home),
         )
+        if settings.purge_remote:
+            purge_after(ctx, other, user, user_settings, result)
+        return result
 
 
 def _run_command(
@@ -191,7 +226,7 @@ def run_server(ctx: Context, parsed: Parsed, operands: list[str]) -> int:
         # Our own remoteprefix: wrapper (§2.1); the line wins over -u and USER. Read
         # before the stream takes fd 0, byte by byte, so no protocol byte is lost.
         user_name = read_user_line(0, timeout=timeout)
-    user = ctx.user_env(user_name)
+    user = ctx.user_env(user_name, lookup=not parsed.flag("no_userdb_lookup"))
     log = ctx.log_for(f"dsync-server({user.user})")
     stream = stdio_stream(timeout=timeout, rawlog=parsed.value("rawlog"))
     try:
@@ -207,9 +242,29 @@ def slave_session(
     ctx: Context, user: UserEnv, stream: ByteStream, log: Log, *, replicator_notify: bool
 ) -> SyncResult:
     """The slave brain on `stream` for `user` (`dsync-server`, and the doveadm server's
-    `dsync-server` command); logs its errors, then the `-U` notification."""
+    `dsync-server` command) between the plugin hooks; logs its errors, then the `-U`
+    notification."""
+    settings = ctx.settings_for(user)
+    result, full = run_hooked(
+        ctx, "dsync-server", user, settings, lambda: _slave(ctx, user, stream, log, settings)
+    )
+    for error in result.errors:
+        log(f"Error: {error}")
+    # -U never reads anything from the master: the notification comes after the session.
+    if replicator_notify and result.exit_code == 0:
+        base_dir = settings.get("base_dir", "")
+        notify_replicator(base_dir, user.user, full=full, log=log)
+    return result
+
+
+def _slave(
+    ctx: Context, user: UserEnv, stream: ByteStream, log: Log, settings: Mapping[str, str]
+) -> tuple[SyncResult, bool]:
+    """run_slave with the master's `-P` taken out of its `H`: the purge goes through
+    the `pydsync_purge` hook once the session did not fail."""
     with ctx.user_storage(user) as storage:
-        channel = SyncTypeWatch(StreamChannel(stream, name="remote"))
+        purge = PurgeWatch(StreamChannel(stream, name="remote"))
+        channel = SyncTypeWatch(purge)
         result = run_slave(
             storage,
             channel,
@@ -218,10 +273,6 @@ def slave_session(
             log=log,
             user_lock=user_lock_for(user.home),
         )
-    for error in result.errors:
-        log(f"Error: {error}")
-    # -U never reads anything from the master: the notification comes after the session.
-    if replicator_notify and result.exit_code == 0:
-        base_dir = ctx.config.as_mapping().get("base_dir", "")
-        notify_replicator(base_dir, user.user, full=channel.full, log=log)
-    return result
+        if purge.purge_requested:
+            purge_after(ctx, storage, user, settings, result)
+    return result, channel.full

@@ -16,6 +16,9 @@ from typing import BinaryIO, TextIO
 
 from .. import __version__
 from ..errors import DsyncError, ExitCode
+from ..plugins.facade import Hooks
+from ..plugins.manager import build_plugin_manager
+from ..storage.location import UserEnv
 from . import inspect
 from .config import config_path, load_config
 from .context import Context
@@ -81,8 +84,12 @@ def _sync_or_backup(ctx: Context, name: str, parsed: Parsed, operands: list[str]
     return run_sync(ctx, name, parsed, operands)
 
 
+def _user(ctx: Context, parsed: Parsed) -> UserEnv:
+    return ctx.user_env(parsed.value("user"), lookup=not parsed.flag("no_userdb_lookup"))
+
+
 def _mailbox_list(ctx: Context, parsed: Parsed, operands: list[str]) -> int:
-    user = ctx.user_env(parsed.value("user"))
+    user = _user(ctx, parsed)
     with ctx.user_storage(user) as storage:
         return inspect.mailbox_list(
             ctx,
@@ -99,7 +106,7 @@ def _mailbox_status(ctx: Context, parsed: Parsed, operands: list[str]) -> int:
         raise CommandUsageError(
             "mailbox status: fields and a mailbox are needed", COMMANDS["mailbox status"].usage
         )
-    user = ctx.user_env(parsed.value("user"))
+    user = _user(ctx, parsed)
     with ctx.user_storage(user) as storage:
         return inspect.mailbox_status(
             ctx,
@@ -116,7 +123,7 @@ def _fetch(ctx: Context, parsed: Parsed, operands: list[str]) -> int:
         raise CommandUsageError(
             "fetch: fields and a search query are needed", COMMANDS["fetch"].usage
         )
-    user = ctx.user_env(parsed.value("user"))
+    user = _user(ctx, parsed)
     with ctx.user_storage(user) as storage:
         return fetch(
             ctx,
@@ -208,8 +215,12 @@ def _run(args: list[str], out: BinaryIO, err: TextIO, env: dict[str, str]) -> in
         no_config=parsed.flag("no_config"),
         instance=parsed.value("instance"),
     )
+    config = load_config(path, parsed.values("override"), warn=lambda line: err.write(line + "\n"))
+    hooks = Hooks(build_plugin_manager(config.as_mapping()))
     ctx = Context(
-        config=load_config(path, parsed.values("override"), warn=lambda line: err.write(line + "\n")),
+        config=config,
+        hooks=hooks,
+        drivers=hooks.storage_drivers(),
         environ=env,
         stdout=out,
         stderr=err,

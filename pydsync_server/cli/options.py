@@ -186,8 +186,15 @@ USER_OPTIONS = (
         "no-userdb-lookup",
         None,
         "no_userdb_lookup",
-        "accepted for Dovecot 2.4 compatibility (pydsync never asks a userdb)",
+        "do not ask the userdb plugins: the user and home come from USER and HOME",
     ),
+)
+
+# Options of sync/backup that run many users (doveadm's -A, -F and -u masks).
+MULTI_USER_OPTIONS = (
+    Option("A", None, None, "all_users", "run for every user the userdb plugins list"),
+    Option("F", None, "file", "user_file", "run for the users in FILE, one per line"),
+    Option(None, "workers", "n", "workers", "users synced at once (default: dsync_workers, 4)"),
 )
 
 _SYNC_COMMON = (
@@ -221,7 +228,7 @@ _SYNC_COMMON = (
     ),
 )
 
-BACKUP_OPTIONS = _SYNC_COMMON + USER_OPTIONS
+BACKUP_OPTIONS = _SYNC_COMMON + USER_OPTIONS + MULTI_USER_OPTIONS
 SYNC_OPTIONS = (
     Option("1", None, None, "oneway", "one-way merge: like backup, but never overwrite"),
 ) + BACKUP_OPTIONS
