@@ -25,7 +25,9 @@ DEFAULT_PATHS: tuple[str, ...] = ("/etc/pydsync/pydsync.conf",)
 # Dovecot's list of running instances (`doveadm instance list`); its state_dir is built in.
 INSTANCES_PATH = "/var/lib/dovecot/instances"
 # Kept in a command destination's environment besides `import_environment` (without -k).
-CHILD_ENV_KEEP = ("PATH", "HOME", "USER")
+# What a command destination needs beyond `import_environment`: to find the command,
+# the user, and the ssh agent of the admin who runs it.
+CHILD_ENV_KEEP = ("PATH", "HOME", "USER", "SSH_AUTH_SOCK", "PYTHONPATH")
 
 
 @dataclass

@@ -170,7 +170,7 @@ def _run_command(
             prefix_user=dest.prefix_user,
             timeout=timeout,
             rawlog=rawlog,
-            env=dict(ctx.environ),  # our USER/HOME, also when main() was given them
+            env=ctx.child_environ(),  # cleaned as Dovecot does; whole with -k
         )
     except OSError as exc:
         raise DsyncError(f"Couldn't run {' '.join(dest.argv)}: {exc.strerror or exc}") from exc
