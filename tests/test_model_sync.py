@@ -643,7 +643,6 @@ def test_mailbox_moved_below_its_old_name() -> None:
     assert guid in names(a.snapshot()).values()
 
 
-@pytest.mark.xfail(strict=True, reason="UIDNEXT raised after an 'unexpected state' import")
 def test_stateful_backup_refills_a_reverted_mailbox_without_reverting_again() -> None:
     a, b, clock = fixed_pair()
     a.create_mailbox("Work")

@@ -615,11 +615,12 @@ class Importer:
             self.tx.rollback()
             return self._result(failed=True)
         try:
-            self.tx.raise_uid_next(self.remote.uid_next)
-            self.tx.raise_first_recent_uid(
-                min(self.last_common_uid + 1, self.remote.first_recent_uid)
-            )
-            self.tx.raise_highest_modseq(self._new_highest_modseq())
+            if not self.require_full_resync:  # the mailbox update only after success (§3.6.8)
+                self.tx.raise_uid_next(self.remote.uid_next)
+                self.tx.raise_first_recent_uid(
+                    min(self.last_common_uid + 1, self.remote.first_recent_uid)
+                )
+                self.tx.raise_highest_modseq(self._new_highest_modseq())
             self.tx.commit()
         except StorageError as exc:
             self.failed_reason = str(exc)
