@@ -613,7 +613,6 @@ def dsync(
 
 
 @THREAD_CRASH
-@pytest.mark.xfail(strict=True, reason="tree merge raises KeyError in _move_subtree")
 def test_both_sides_rename_one_mailbox_into_each_others_path() -> None:
     a, b, clock = fixed_pair()
     a.create_mailbox("Work")
@@ -626,7 +625,6 @@ def test_both_sides_rename_one_mailbox_into_each_others_path() -> None:
     assert boxes(a.snapshot()) == boxes(b.snapshot())
 
 
-@pytest.mark.xfail(strict=True, reason="rename 'under itself' fails the sync (exit 65)")
 def test_mailbox_moved_below_its_old_name() -> None:
     a, b, clock = fixed_pair()
     a.create_mailbox("Work")
@@ -672,7 +670,6 @@ def test_stateful_backup_reverse_drops_destination_only_mail_in_one_run() -> Non
     assert b.snapshot() == a.snapshot()
 
 
-@pytest.mark.xfail(strict=True, reason="rename 'under itself' fails every later backup (65)")
 def test_backup_of_a_mailbox_moved_below_its_old_name() -> None:
     a, b, clock = fixed_pair()
     a.create_mailbox("Work")

@@ -167,10 +167,17 @@ class _Merge:
         return _name_key(lnode.name) < _name_key(rnode.name)
 
     def _rename_in(self, tree: MailboxTree, old: Name, new: Name) -> None:
+        if new[: len(old)] == old:
+            # Into its own subtree: step aside under a temporary name first, as
+            # Dovecot does ("Don't introduce loop", §2.5.1).
+            aside = self._temp_name(tree, old)
+            self._move_subtree(tree, old, aside)
+            old = aside
         occupant = tree.nodes.get(new)
         if occupant is not None and (occupant.is_mailbox or tree.has_existing_descendant(new)):
             self._move_subtree(tree, new, self._temp_name(tree, new))
-        self._move_subtree(tree, old, new)
+        if old in tree.nodes:
+            self._move_subtree(tree, old, new)
 
     def _temp_name(self, tree: MailboxTree, name: Name) -> Name:
         counter = 1
