@@ -8,7 +8,7 @@ are independent of either side's separator.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -64,12 +64,6 @@ class MailboxTree:
             self.nodes.setdefault(name[:depth], Node(name[:depth]))
         return node
 
-    def by_guid(self, guid: bytes) -> Node | None:
-        for node in self.nodes.values():
-            if node.guid == guid and node.existence is not Existence.DELETED:
-                return node
-        return None
-
     def guid_index(self) -> dict[bytes, Node]:
         return {n.guid: n for n in self.nodes.values() if n.guid is not None and n.is_mailbox}
 
@@ -82,21 +76,12 @@ class MailboxTree:
             self.nodes, key=lambda n: [level.encode("utf-8", "surrogateescape") for level in n]
         )
 
-    def children(self, name: Name) -> Iterator[Node]:
-        depth = len(name) + 1
-        for other, node in self.nodes.items():
-            if len(other) == depth and other[:-1] == name:
-                yield node
-
     def has_existing_descendant(self, name: Name) -> bool:
         depth = len(name)
         return any(
             len(other) > depth and other[:depth] == name and node.existence is Existence.EXISTS
             for other, node in self.nodes.items()
         )
-
-    def remove(self, name: Name) -> None:
-        self.nodes.pop(name, None)
 
 
 def split_vname(vname: str, separator: str) -> Name:
