@@ -683,7 +683,6 @@ def test_backup_of_a_mailbox_moved_below_its_old_name() -> None:
     assert b.snapshot() == a.snapshot()
 
 
-@pytest.mark.xfail(strict=True, reason="sides disagree on the winner of a rename race")
 @pytest.mark.parametrize("gap", [0, 1])
 def test_two_mailboxes_renamed_to_one_name(gap: int) -> None:
     a, b, clock = fixed_pair()

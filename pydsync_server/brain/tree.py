@@ -35,6 +35,7 @@ class Node:
     last_renamed_or_created: int = 0
     subscribed: bool = False
     last_subscription_change: int = 0
+    temp: bool = False  # moved aside to a temporary name by the merge
 
     @property
     def is_mailbox(self) -> bool:

@@ -142,17 +142,34 @@ class _Merge:
                 return
 
     def _one_rename(self) -> bool:
-        remote_guids = self.remote.guid_index()
-        # Parents first, so a renamed parent carries its children along.
-        pending = sorted(self.local.guid_index().items(), key=lambda kv: _depth_key(kv[1].name))
-        for guid, lnode in pending:
-            rnode = remote_guids.get(guid)
-            if rnode is None or rnode.name == lnode.name:
-                continue
+        """Settle one mailbox known to both sides under different names.
+
+        Both brains walk the same pairs in the same order (parents first, then by GUID)
+        and give a name away only once, so two mailboxes racing for one name end up the
+        same on both sides: the winner takes it, the other keeps its other name.
+        """
+        local_guids, remote_guids = self.local.guid_index(), self.remote.guid_index()
+        common = [g for g in local_guids if g in remote_guids]
+        agreed = {
+            local_guids[g].name for g in common if local_guids[g].name == remote_guids[g].name
+        }
+        differing = sorted(
+            (g for g in common if local_guids[g].name != remote_guids[g].name),
+            key=lambda g: (min(len(local_guids[g].name), len(remote_guids[g].name)), g),
+        )
+        for guid in differing:
+            lnode, rnode = local_guids[guid], remote_guids[guid]
             if self._local_wins(lnode, rnode):
-                self._rename_in(self.remote, rnode.name, lnode.name)
+                first, second = lnode.name, rnode.name
             else:
-                self._rename_in(self.local, lnode.name, rnode.name)
+                first, second = rnode.name, lnode.name
+            target = next((name for name in (first, second) if name not in agreed), None)
+            if target is None:
+                continue
+            if lnode.name != target:
+                self._rename_in(self.local, lnode.name, target)
+            if rnode.name != target:
+                self._rename_in(self.remote, rnode.name, target)
             return True
         return False
 
@@ -161,6 +178,8 @@ class _Merge:
             return True
         if self.type is SyncType.PRESERVE_REMOTE:
             return False
+        if lnode.temp != rnode.temp:
+            return rnode.temp  # a temporary name never wins (§2.5.1 ts())
         if lnode.last_renamed_or_created != rnode.last_renamed_or_created:
             return lnode.last_renamed_or_created > rnode.last_renamed_or_created
         # Same rename time on both: both sides must choose the same name.
@@ -171,11 +190,11 @@ class _Merge:
             # Into its own subtree: step aside under a temporary name first, as
             # Dovecot does ("Don't introduce loop", §2.5.1).
             aside = self._temp_name(tree, old)
-            self._move_subtree(tree, old, aside)
+            self._move_subtree(tree, old, aside, temp=True)
             old = aside
         occupant = tree.nodes.get(new)
         if occupant is not None and (occupant.is_mailbox or tree.has_existing_descendant(new)):
-            self._move_subtree(tree, new, self._temp_name(tree, new))
+            self._move_subtree(tree, new, self._temp_name(tree, new), temp=True)
         if old in tree.nodes:
             self._move_subtree(tree, old, new)
 
@@ -187,7 +206,7 @@ class _Merge:
                 return candidate
             counter += 1
 
-    def _move_subtree(self, tree: MailboxTree, old: Name, new: Name) -> None:
+    def _move_subtree(self, tree: MailboxTree, old: Name, new: Name, *, temp: bool = False) -> None:
         moved = {n: node for n, node in tree.nodes.items() if n[: len(old)] == old}
         exists = any(node.existence is Existence.EXISTS for node in moved.values())
         if tree is self.local and exists:
@@ -199,7 +218,8 @@ class _Merge:
             node.name = new + name[len(old) :]
             target = tree.get_or_create(node.name)
             _copy_node(node, target)
-        tree.nodes[new].last_renamed_or_created = renamed_at
+        tree.nodes[new].last_renamed_or_created = 0 if temp else renamed_at
+        tree.nodes[new].temp = temp
 
     # step 5
     def _delete_wrong(self, fix: MailboxTree, wanted: MailboxTree, *, emit: bool) -> None:
@@ -311,6 +331,7 @@ def _copy_node(src: Node, dst: Node) -> None:
     dst.last_renamed_or_created = src.last_renamed_or_created
     dst.subscribed = src.subscribed
     dst.last_subscription_change = src.last_subscription_change
+    dst.temp = src.temp
 
 
 def _depth_key(name: Name) -> tuple[int, list[bytes]]:
