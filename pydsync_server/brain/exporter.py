@@ -84,7 +84,6 @@ class Exporter:
         self._history_start = mailbox.history_start()
         # No state, or a log that no longer reaches back to it: export everything, with
         # the expunges the whole log still knows (§3.5.1, as a stateless export).
-        self._log_unknown = log is None
         self._return_all = log is None or options.last_common_modseq == 0
         self._log = log if log is not None else (mailbox.changes_since(0) or [])
 
@@ -120,10 +119,9 @@ class Exporter:
         ops: tuple[str, ...] = ()
         if record is not None and not record.expunged:
             add, remove, ops = record.add_flags, record.remove_flags, record.keyword_ops
-        elif self._log_unknown or info.modseq < self._history_start:
-            # How the flags got here is unknown (no log back to the common state, or
-            # set before tracking began): offer them as added, so the peer's merge
-            # keeps rather than drops them.
+        elif info.modseq < self._history_start:
+            # Flags set before tracking began: how they got here is unknown, so offer
+            # them as added; the peer's merge then keeps rather than drops them.
             add, ops = info.flags, tuple("+" + kw for kw in sorted(info.keywords))
         final = info.flags | (FLAG_RECENT if info.uid >= self._first_recent else 0)
         return MailChange(

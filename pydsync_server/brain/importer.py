@@ -106,7 +106,6 @@ class Importer:
         self.known_modseq = (
             options.last_common_modseq if options.last_common_modseq <= status.highest_modseq else 0
         )
-        self.local_log_unknown = False
         self.local_log = self._local_log(self.known_modseq)
         self.last_common_uid = options.last_common_uid
         self.common_found = options.last_common_uid != 0 or options.last_common_modseq != 0
@@ -129,15 +128,15 @@ class Importer:
 
     def _local_log(self, modseq: int) -> dict[int, MessageChange]:
         changes = self.mailbox.changes_since(modseq)
-        self.local_log_unknown = changes is None
-        return {change.uid: change for change in (changes or [])}
+        if changes is None:  # the log doesn't reach back that far: all it still knows
+            changes = self.mailbox.changes_since(0) or []
+        return {change.uid: change for change in changes}
 
     def _local_record(self, info: MessageInfo) -> MessageChange | None:
         """The local change to merge; with no log back to the state, the current flags
         count as added (as the exporter offers them), so the merge keeps them."""
         record = self.local_log.get(info.uid)
-        unknown = self.local_log_unknown or info.modseq < self.mailbox.history_start()
-        if record is None and unknown:
+        if record is None and info.modseq < self.mailbox.history_start():
             ops = tuple("+" + kw for kw in sorted(info.keywords))
             return MessageChange(info.uid, info.modseq, add_flags=info.flags, keyword_ops=ops)
         return record
