@@ -202,6 +202,17 @@ def scaling_table(per_size: dict[int, dict[str, dict[str, Any]]]) -> str:
     return "\n".join(aligned(rows))
 
 
+def prep_line(prep: dict[str, Any]) -> str:
+    """The initial syncs that built the start states: one untimed-for-ratio run each."""
+    done = [
+        f"{k.split()[-1]} {v['wall']:.2f} s" + ("" if v["exit"] == 0 else f" (exit {v['exit']})")
+        for k, v in prep.items()
+        if k.startswith("initial sync")
+    ]
+    head = "initial sync -s '' into an empty side b (builds the start states), one run each: "
+    return head + ", ".join(done) if done else ""
+
+
 def markdown(heading: str, intro: list[str], blocks: list[str]) -> str:
     body = [f"# {heading}", "", *intro, ""]
     for b in blocks:

@@ -37,7 +37,7 @@ from harness import (
     write_conf,
 )
 from pairs import Bed, Pair, keep_logs, prepare, tail
-from report import Run, markdown, scaling_table, summarise, table, title
+from report import Run, markdown, prep_line, scaling_table, summarise, table, title
 from rows import Row, probe_pydsync, select
 from timing import gnu_time, timed
 
@@ -142,6 +142,7 @@ def environment(dc: Dovecot, args: argparse.Namespace) -> dict[str, Any]:
         rev = git("rev-parse", "--short", "HEAD")
         rev += "+dirty" if git("status", "--porcelain", "--", "pydsync_server", "hooks") else ""
     return {
+        "started": args.started,
         "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "host": platform.node(),
         "kernel": platform.release(),
@@ -239,6 +240,7 @@ def write_atomic(path: Path, text: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.gnu_time = gnu_time()
+    args.started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     try:
         dc = setup(args)
     except BenchError as e:
@@ -256,7 +258,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         runs, summary = run_size(bed, args.rows, why)
         per_size[size] = summary
-        blocks.append(headline(args, dc, bed.manifest) + "\n" + table(summary))
+        blocks.append(
+            "\n".join([headline(args, dc, bed.manifest), table(summary), prep_line(bed.prep)])
+        )
         print(blocks[-1] + "\n")
         results[str(size)] = {
             "corpus": bed.manifest,
@@ -283,11 +287,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nJSON: {out}")
     if args.markdown:
         intro = [
-            f"`bench/run.py {shlex.join(sys.argv[1:] if argv is None else argv)}` on "
-            f"{env['when']}, host {env['host']} ({env['cpus']} CPUs), pydsync "
+            f"`bench/run.py {shlex.join(sys.argv[1:] if argv is None else argv)}`, "
+            f"{env['started']} to {env['when']}, host {env['host']} ({env['cpus']} CPUs), pydsync "
             f"{env['pydsync_commit']}. JSON: `{out.name}`."
         ]
-        write_atomic(args.markdown, markdown("Benchmark run", intro, blocks))
+        heading = (
+            f"Benchmark run {env['when'][:10]}: {', '.join(map(str, args.sizes))} messages "
+            f"(seed {args.seed}), Dovecot {dc.version}"
+        )
+        write_atomic(args.markdown, markdown(heading, intro, blocks))
     statuses = [r["status"] for s in per_size.values() for r in s.values()]
     return 0 if all(s in ("ok", "unavailable") for s in statuses) else 2
 
