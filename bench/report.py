@@ -203,13 +203,17 @@ def scaling_table(per_size: dict[int, dict[str, dict[str, Any]]]) -> str:
 
 
 def prep_line(prep: dict[str, Any]) -> str:
-    """The initial syncs that built the start states: one untimed-for-ratio run each."""
-    done = [
-        f"{k.split()[-1]} {v['wall']:.2f} s" + ("" if v["exit"] == 0 else f" (exit {v['exit']})")
-        for k, v in prep.items()
-        if k.startswith("initial sync")
-    ]
-    head = "initial sync -s '' into an empty side b (builds the start states), one run each: "
+    """The syncs that built each link's synced pair: wall of the initial one, then the
+    exit codes of the stateful ones that settled it."""
+    done = []
+    for k, runs in prep.items():
+        if k.startswith("initial sync") and runs:
+            first = runs[0]
+            cell = f"{k.split()[-1]} {first['wall']:.2f} s"
+            cell += "" if first["exit"] == 0 else f" (exit {first['exit']})"
+            settle = [str(r["exit"]) for r in runs[1:]]
+            done.append(cell + (f" + settle exit {','.join(settle)}" if settle else ""))
+    head = "initial sync -s '' into an empty side b, one run each (then stateful settle runs): "
     return head + ", ".join(done) if done else ""
 
 

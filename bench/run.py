@@ -100,7 +100,7 @@ def run_size(bed: Bed, rows: list[Row], why: str | None) -> tuple[list[Run], dic
     for row in rows:
         if row.pydsync and why:
             failed[row.id] = ("unavailable", why)
-        elif err := bed.pair(row).error:
+        elif err := bed.pair(row).unusable(row.work.mode == "-s"):
             failed[row.id] = ("FAILED", err)
     runs: list[Run] = []
     for rnd in range(args.warmup + args.repeat):
