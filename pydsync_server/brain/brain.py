@@ -38,6 +38,7 @@ from ..protocol.items import Mailbox as MailboxRecord
 from ..protocol.state import InvalidStateError
 from ..storage.base import Mailbox, Storage
 from .all_mail import AllMail
+from .events import SyncObserver
 from .filters import ImportFilter
 from .hdr_hash import hash_version_for_minor
 from .mailbox_sync import Role, SyncOptions, sync_mailbox
@@ -153,10 +154,13 @@ def expect(channel: Channel, kind: type, what: str) -> Item:
 class Brain:
     """Shared parts of master and slave."""
 
-    def __init__(self, storage: Storage, channel: Channel, *, log: Log) -> None:
+    def __init__(
+        self, storage: Storage, channel: Channel, *, log: Log, observer: SyncObserver | None = None
+    ) -> None:
         self.storage = storage
         self.channel = channel
         self.log = log
+        self.observer = observer
         self.outcome = Outcome()
         self.local_tree: MailboxTree | None = None
 
@@ -208,14 +212,25 @@ class Brain:
     ) -> MailboxState | None:
         """Sync one mailbox whose `B` pair says it needs it; the merged state."""
         box = self.storage.open_mailbox(vname)
+        if self.observer is not None:
+            self.observer.mailbox_begin(box.vname, local.mailbox_guid)
         try:
             self._update_uidvalidity(box, session, local, remote)
             saved = session.saved_states.get(local.mailbox_guid)
             outcome = sync_mailbox(
-                self.channel, box, local, remote, saved, session.role(), session.sync_options()
+                self.channel,
+                box,
+                local,
+                remote,
+                saved,
+                session.role(),
+                session.sync_options(),
+                self.observer,
             )
         finally:
             box.close()
+            if self.observer is not None:
+                self.observer.mailbox_end(box.vname)
         for warning in outcome.warnings:
             self.log(f"Warning: {warning}")
         result = outcome.import_result

@@ -24,6 +24,7 @@ from ..protocol.items import (
 )
 from ..protocol.items import Mailbox as MailboxRecord
 from ..storage.base import Mailbox
+from .events import SyncObserver, observe_received, observe_sent
 from .exporter import Exporter, ExportOptions
 from .filters import ImportFilter
 from .importer import AllMailLookup, Importer, ImportOptions, ImportResult
@@ -86,8 +87,9 @@ def sync_mailbox(
     saved: MailboxState | None,
     role: Role,
     opts: SyncOptions,
+    observer: SyncObserver | None = None,
 ) -> MailboxOutcome:
-    return _MailboxSync(channel, mailbox, local, remote, saved, role, opts).run()
+    return _MailboxSync(channel, mailbox, local, remote, saved, role, opts, observer).run()
 
 
 class _MailboxSync:
@@ -102,8 +104,10 @@ class _MailboxSync:
         saved: MailboxState | None,
         role: Role,
         opts: SyncOptions,
+        observer: SyncObserver | None = None,
     ) -> None:
         self.channel = channel
+        self.observer = observer
         self.mailbox = mailbox
         self.local = local
         self.remote = remote
@@ -186,6 +190,8 @@ class _MailboxSync:
         for change in _receive_list(self.channel, MailChange):
             importer.import_change(change)
         requests = importer.changes_finish()
+        if self.observer is not None:
+            self.observer.transfer_planned(self.mailbox.vname, outgoing=False, count=len(requests))
         if self.role.mail_requests:
             for request in requests:
                 self.channel.send(request)
@@ -194,11 +200,15 @@ class _MailboxSync:
 
     def send_mails(self) -> None:
         assert self.exporter is not None
+        planned: int | None = None
         if self.role.mail_requests:
             wanted = list(_receive_list(self.channel, MailRequest))
             mails = self.exporter.mails_for(wanted)
+            planned = len(wanted)
         else:
             mails = self.exporter.all_saved_mails()
+        if self.observer is not None:
+            mails = observe_sent(self.observer, self.mailbox.vname, mails, planned)
         for mail in mails:
             self.channel.send(mail)
         self.channel.send(END_OF_LIST)
@@ -206,7 +216,10 @@ class _MailboxSync:
 
     def receive_mail_bodies(self) -> None:
         assert self.importer is not None
-        for mail in _receive_list(self.channel, Mail):
+        mails: Iterator[Mail] = _receive_list(self.channel, Mail)
+        if self.observer is not None:
+            mails = observe_received(self.observer, self.mailbox.vname, mails)
+        for mail in mails:
             try:
                 self.importer.import_mail(mail)
             finally:

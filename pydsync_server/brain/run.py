@@ -41,6 +41,7 @@ from .brain import (
     result_from,
     state_string,
 )
+from .events import SyncObserver
 from .filters import ImportFilter
 from .memchannel import channel_pair
 from .settings import Clock, Log, SyncResult, SyncSettings, UserLock
@@ -54,12 +55,13 @@ def run_master(
     clock: Clock = time.time,
     log: Log = lambda _msg: None,
     user_lock: UserLock | None = None,
+    observer: SyncObserver | None = None,
 ) -> SyncResult:
     check_namespaces(storage, settings.namespace_prefixes)
     sync_type, saved = parse_saved_state(settings, log)
     saved = _usable_states(storage, saved, log)
     handshake = handshake_for(settings, sync_type)
-    brain = Brain(storage, channel, log=log)
+    brain = Brain(storage, channel, log=log, observer=observer)
     session = _session(handshake, master=True, saved=saved)
     states = dict(saved)
     release: Callable[[], None] | None = None
@@ -217,8 +219,9 @@ def run_slave(
     clock: Clock = time.time,
     log: Log = lambda _msg: None,
     user_lock: UserLock | None = None,
+    observer: SyncObserver | None = None,
 ) -> SyncResult:
-    brain = Brain(storage, channel, log=log)
+    brain = Brain(storage, channel, log=log, observer=observer)
     release: Callable[[], None] | None = None
     try:
         own = Handshake(hostname=hostname, hashed_headers=())
@@ -403,8 +406,10 @@ def run_local(
     log: Log = lambda _msg: None,
     timeout: float | None = None,
     user_lock: UserLock | None = None,
+    observer: SyncObserver | None = None,
 ) -> SyncResult:
-    """Both brains in this process, the slave in a thread, over a memory channel."""
+    """Both brains in this process, the slave in a thread, over a memory channel;
+    `observer` watches the master, which sees every body go either way."""
     master_channel, slave_channel = channel_pair(timeout)
     slave_result: list[SyncResult] = []
 
@@ -419,7 +424,15 @@ def run_local(
 
     thread = threading.Thread(target=slave_thread, name="dsync-slave", daemon=True)
     thread.start()
-    result = run_master(master, master_channel, settings, clock=clock, log=log, user_lock=user_lock)
+    result = run_master(
+        master,
+        master_channel,
+        settings,
+        clock=clock,
+        log=log,
+        user_lock=user_lock,
+        observer=observer,
+    )
     thread.join()
     if slave_result:
         _merge_local_slave(result, slave_result[0])
