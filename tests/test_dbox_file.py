@@ -170,16 +170,20 @@ def test_write_new_file_is_atomic_and_readable(tmp_path: Path) -> None:
 def test_line_end_helpers() -> None:
     assert dbox.to_lf(b"a\r\nb\rc\n") == b"a\nb\rc\n"
     assert dbox.virtual_size(b"a\nb\r\n") == 6
+    assert dbox.lf_and_vsize(b"a\r\nb\rc\n") == (b"a\nb\rc\n", 8)
+    with pytest.raises(StorageError):
+        dbox.Metadata(guid="\ud800").encode()
 
 
+_CHARS = st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",))
 _meta = st.builds(
     dbox.Metadata,
-    guid=st.text(st.characters(blacklist_characters="\r\n"), min_size=1, max_size=40),
+    guid=st.text(_CHARS, min_size=1, max_size=40),
     received_date=st.none() | st.integers(0, 2**32),
     virtual_size=st.none() | st.integers(0, 2**40),
-    pop3_uidl=st.text(st.characters(blacklist_characters="\r\n"), max_size=10),
+    pop3_uidl=st.text(_CHARS, max_size=10),
     pop3_order=st.integers(0, 1000),
-    orig_mailbox=st.text(st.characters(blacklist_characters="\r\n"), max_size=10),
+    orig_mailbox=st.text(_CHARS, max_size=10),
 )
 
 

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from .. import _native
 from ..errors import MailError, StorageError
 
 FILE_VERSION = 2
@@ -96,7 +97,10 @@ class Metadata:
             lines.append("X" + _checked_value("X", self.ext_refs))
         lines += [key + _checked_value(key, value) for key, value in self.extra]
         text = "".join(line + "\n" for line in lines) + "\n"
-        return META_MAGIC + text.encode("utf-8", "surrogateescape")
+        try:
+            return META_MAGIC + text.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError as exc:
+            raise StorageError(f"dbox metadata not encodable: {exc}", MailError.PARAMS) from None
 
 
 @dataclass(frozen=True)
@@ -262,28 +266,65 @@ def walk(data: bytes, *, recover: bool = False, path: str = "") -> Walk:
     A bad file header is an error with no records. Damage stops the walk there, unless
     `recover`: then, as Dovecot's repair does, the walk resumes at the next
     `\\n\\x01\\x02N ` that starts a parsable record. Raises nothing for damage.
+    The record scan is the native fast path (pydsync_server._native).
     """
     try:
         header = parse_file_header(data, path)
     except DboxCorruptError as exc:
         return Walk(FileHeader(), (), (exc,), 0)
+    hdr_size = header.msg_header_size
     records: list[Record] = []
     errors: list[DboxCorruptError] = []
-    offset = end = header.size
+    offset, end = header.size, -1
     while offset < len(data):
-        try:
-            record = parse_record(data, offset, header.msg_header_size, path)
-        except DboxCorruptError as exc:
-            errors.append(exc)
-            if not recover:
+        found, stop, damaged = _native.dbox_scan(data, offset, hdr_size, len(data))
+        bad = -1
+        for scanned in found:
+            try:
+                records.append(_scanned_record(data, scanned, path))
+            except DboxCorruptError as exc:
+                errors.append(exc)
+                bad = scanned[0]
                 break
-            offset = _resync(data, offset + 1, header.msg_header_size, path)
+        if bad < 0 and damaged:
+            errors.append(_damage_at(data, stop, hdr_size, path))
+            bad = stop
+        if bad < 0:
+            offset = stop
             continue
-        records.append(record)
-        offset = record.end
-        if not errors:
-            end = offset
-    return Walk(header, tuple(records), tuple(errors), end)
+        end = bad if end < 0 else end
+        if not recover:
+            break
+        offset = _resync(data, bad + 1, hdr_size, path)
+    return Walk(header, tuple(records), tuple(errors), offset if end < 0 else end)
+
+
+def _scanned_record(data: bytes, rec: _native.DboxRec, path: str) -> Record:
+    """A Record from a native scan result; odd metadata goes to the Python parser."""
+    offset, body_offset, body_size, end = rec[0], rec[1], rec[2], rec[3]
+    if rec[12]:
+        metadata, _ = parse_metadata(data, body_offset + body_size, path)
+    else:
+        metadata = Metadata(
+            guid=rec[8].decode("utf-8", "surrogateescape"),
+            received_date=None if rec[4] < 0 else rec[4],
+            virtual_size=None if rec[5] < 0 else rec[5],
+            physical_size=None if rec[6] < 0 else rec[6],
+            pop3_uidl=rec[9].decode("utf-8", "surrogateescape"),
+            pop3_order=max(rec[7], 0),
+            orig_mailbox=rec[10].decode("utf-8", "surrogateescape"),
+            ext_refs=rec[11].decode("utf-8", "surrogateescape"),
+        )
+    return Record(offset, end - offset, body_offset, body_size, metadata)
+
+
+def _damage_at(data: bytes, offset: int, hdr_size: int, path: str) -> DboxCorruptError:
+    """The error the Python parser gives for the record the scan stopped at."""
+    try:
+        parse_record(data, offset, hdr_size, path)
+    except DboxCorruptError as exc:
+        return exc
+    return DboxCorruptError("record rejected by the native scanner", offset, path)
 
 
 def _resync(data: bytes, start: int, msg_header_size: int, path: str) -> int:
@@ -425,3 +466,9 @@ def to_lf(body: bytes) -> bytes:
 def virtual_size(body: bytes) -> int:
     """The size with every bare LF counted as CRLF (metadata V, §2.4)."""
     return len(body) + body.count(b"\n") - body.count(b"\r\n")
+
+
+def lf_and_vsize(body: bytes) -> tuple[bytes, int]:
+    """`to_lf(body)` and its virtual size in one pass (native fast path): what a save
+    into dbox needs."""
+    return _native.lf_vsize(body)
