@@ -45,7 +45,8 @@ def custom(name: str, master: Sequence[str], server: Sequence[str]) -> Implement
 
 
 def environment(user: DovecotUser) -> dict[str, str]:
-    return {"PATH": SAFE_PATH, "USER": user.name, "HOME": str(user.home), "PYTHONPATH": str(REPO)}
+    env = {"PATH": SAFE_PATH, "USER": user.name, "HOME": str(user.home), "PYTHONPATH": str(REPO)}
+    return env | {"PYDSYNC_CONFIG": ""}  # pydsync must not read the host's dovecot.conf
 
 
 def expand(

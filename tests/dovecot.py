@@ -205,7 +205,8 @@ class DovecotEnv:
         """
         if forward_args is None:
             forward_args = "dsync-server" not in argv
-        env = {"PATH": SAFE_PATH, **(env or {})}
+        # PYDSYNC_CONFIG="": a pydsync destination must not read the host's dovecot.conf.
+        env = {"PATH": SAFE_PATH, "PYDSYNC_CONFIG": "", **(env or {})}
         self._scripts += 1
         script = self.root / "bin" / f"destination-{self._scripts}.sh"
         script.parent.mkdir(mode=0o755, exist_ok=True)

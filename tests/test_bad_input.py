@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 def run_server(home: Path, stdin: bytes) -> subprocess.CompletedProcess[bytes]:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "USER": "u"}
     env["PYTHONPATH"] = str(REPO)
+    env["PYDSYNC_CONFIG"] = ""  # not the host's dovecot.conf
     argv = [sys.executable, "-m", "pydsync_server", "-o", "mail_location=maildir:~/Maildir"]
     return subprocess.run(
         [*argv, "dsync-server", "-T", "20"],

@@ -200,7 +200,7 @@ class PydsyncServer:
             "127.0.0.1:0",
             *extra,
         )
-        environ = {"PATH": SAFE_PATH, "PYTHONPATH": str(REPO), **(env or {})}
+        environ = {"PATH": SAFE_PATH, "PYTHONPATH": str(REPO), "PYDSYNC_CONFIG": "", **(env or {})}
         self.proc = subprocess.Popen(
             argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=environ, text=True
         )

@@ -36,6 +36,7 @@ def pydsync(user: DovecotUser, *args: str) -> subprocess.CompletedProcess[bytes]
         "USER": user.name,
         "HOME": str(user.home),
         "PYTHONPATH": str(REPO),
+        "PYDSYNC_CONFIG": "",
     }
     argv = [sys.executable, "-m", "pydsync_server", "-o", LOCATION, *args]
     return subprocess.run(argv, env=environ, capture_output=True, timeout=120, check=False)
@@ -44,7 +45,7 @@ def pydsync(user: DovecotUser, *args: str) -> subprocess.CompletedProcess[bytes]
 def server(env: DovecotEnv, user: DovecotUser) -> list[str]:
     return env.command_destination(
         [sys.executable, "-m", "pydsync_server", "-o", LOCATION, "dsync-server"],
-        {"USER": user.name, "HOME": str(user.home), "PYTHONPATH": str(REPO)},
+        {"USER": user.name, "HOME": str(user.home), "PYTHONPATH": str(REPO), "PYDSYNC_CONFIG": ""},
     )
 
 

@@ -39,7 +39,12 @@ def pydsync_argv(*args: str) -> list[str]:
 
 
 def pydsync_env(user: DovecotUser) -> dict[str, str]:
-    return {"USER": user.name, "HOME": str(user.home), "PYTHONPATH": str(REPO)}
+    return {
+        "USER": user.name,
+        "HOME": str(user.home),
+        "PYTHONPATH": str(REPO),
+        "PYDSYNC_CONFIG": "",
+    }
 
 
 @dataclass(frozen=True)

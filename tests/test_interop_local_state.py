@@ -24,6 +24,7 @@ def pydsync(user: DovecotUser, *args: str) -> subprocess.CompletedProcess[bytes]
         "USER": user.name,
         "HOME": str(user.home),
         "PYTHONPATH": str(REPO),
+        "PYDSYNC_CONFIG": "",
     }
     argv = [sys.executable, "-m", "pydsync_server", "-o", "mail_location=maildir:~/Maildir"]
     return subprocess.run(

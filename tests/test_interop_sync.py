@@ -54,11 +54,12 @@ def run_sync(
     else:
         destination = env.command_destination(
             [sys.executable, "-m", "pydsync_server", "-o", LOCATION, "dsync-server"],
-            {"USER": b.name, "HOME": str(b.home), "PYTHONPATH": str(REPO)},
+            {"USER": b.name, "HOME": str(b.home), "PYTHONPATH": str(REPO), "PYDSYNC_CONFIG": ""},
         )
     if combo.master == "doveadm":
         return a.sync(destination, *options, check=False)
     environ = {"PATH": SAFE_PATH, "USER": a.name, "HOME": str(a.home), "PYTHONPATH": str(REPO)}
+    environ["PYDSYNC_CONFIG"] = ""
     argv = [sys.executable, "-m", "pydsync_server", "-o", LOCATION, "sync", *options, *destination]
     return subprocess.run(argv, env=environ, capture_output=True, timeout=300, check=False)
 

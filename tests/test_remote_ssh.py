@@ -181,12 +181,14 @@ def store_view(root: Path) -> dict[str, object]:
 def remote_pydsync(*args: str, home: Path) -> str:
     """The remote side's command line: sshd gives it a bare environment, so HOME and
     PYTHONPATH are passed explicitly and Python is named by its absolute path."""
-    words = ["env", f"HOME={home}", f"PYTHONPATH={REPO}", sys.executable, "-m", "pydsync_server"]
+    words = ["env", f"HOME={home}", f"PYTHONPATH={REPO}", "PYDSYNC_CONFIG="]
+    words += [sys.executable, "-m", "pydsync_server"]
     return " ".join([*words, *args])
 
 
 def pydsync(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
     base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO)}
+    base["PYDSYNC_CONFIG"] = ""  # not the host's dovecot.conf
     return subprocess.run(
         [sys.executable, "-m", "pydsync_server", *args],
         env={**base, **(env or {})},
@@ -373,8 +375,8 @@ def test_doveadm_backup_into_pydsync_over_ssh(
     key = _key_for_doveadm(sshd, dovecot_env)
     server = " ".join(
         [
-            "/usr/bin/env", f"HOME={dst.home}", f"PYTHONPATH={REPO}", sys.executable,
-            "-m", "pydsync_server", f"-o mail_location=maildir:{dst.home}/Maildir",
+            "/usr/bin/env", f"HOME={dst.home}", f"PYTHONPATH={REPO}", "PYDSYNC_CONFIG=",
+            sys.executable, "-m", "pydsync_server", f"-o mail_location=maildir:{dst.home}/Maildir",
             f"dsync-server {server_options}",
         ]
     )  # fmt: skip

@@ -17,11 +17,13 @@ from .config_check import check
 from .config_parser import Section, parse_file
 from .config_settings import USED, default
 
-# Looked for in order when neither -c, -i nor -O is given. Dovecot's own
-# /etc/dovecot/dovecot.conf is not among them yet: on a host with Dovecot installed it
-# would change what every config-less run (and test) uses; pass `-c` to read it.
+# Looked for in order when neither -c, -i nor -O is given: pydsync's own file, then
+# Dovecot's (so a host's dovecot.conf is used as doveadm would use it).
 DOVECOT_CONFIG = "/etc/dovecot/dovecot.conf"
-DEFAULT_PATHS: tuple[str, ...] = ("/etc/pydsync/pydsync.conf",)
+DEFAULT_PATHS: tuple[str, ...] = ("/etc/pydsync/pydsync.conf", DOVECOT_CONFIG)
+# Names the file to read instead of searching DEFAULT_PATHS; empty = no file (as -O).
+# For wrappers and test suites that must not pick up the host's dovecot.conf.
+CONFIG_ENV = "PYDSYNC_CONFIG"
 # Dovecot's list of running instances (`doveadm instance list`); its state_dir is built in.
 INSTANCES_PATH = "/var/lib/dovecot/instances"
 # Kept in a command destination's environment besides `import_environment` (without -k).
@@ -105,18 +107,21 @@ def config_path(
     *,
     no_config: bool,
     instance: str | None,
-    candidates: Iterable[str] = DEFAULT_PATHS,
+    environ: Mapping[str, str] | None = None,
+    candidates: Iterable[str] | None = None,
     instances: str = INSTANCES_PATH,
 ) -> str | None:
-    """Which file to read: none with -O, `-c`, else `-i`'s instance, else the first
-    readable default path, else none."""
+    """Which file to read: none with -O, `-c`, else `-i`'s instance, else $PYDSYNC_CONFIG
+    (empty: none), else the first readable default path, else none."""
     if no_config:
         return None
     if option is not None:
         return option
     if instance is not None:
         return instance_config(instance, instances)
-    for candidate in candidates:
+    if environ is not None and CONFIG_ENV in environ:
+        return environ[CONFIG_ENV] or None
+    for candidate in DEFAULT_PATHS if candidates is None else candidates:
         if os.path.isfile(candidate) and os.access(candidate, os.R_OK):
             return candidate
     return None

@@ -214,6 +214,7 @@ def _run(args: list[str], out: BinaryIO, err: TextIO, env: dict[str, str]) -> in
         parsed.value("config"),
         no_config=parsed.flag("no_config"),
         instance=parsed.value("instance"),
+        environ=env,
     )
     config = load_config(path, parsed.values("override"), warn=lambda line: err.write(line + "\n"))
     hooks = Hooks(build_plugin_manager(config.as_mapping()))
