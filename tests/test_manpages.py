@@ -23,7 +23,8 @@ MAN = Path(__file__).resolve().parent.parent / "man"
 PAGES: dict[str, dict[str, list[str | None]]] = {
     "pydsync.1": {".SH OPTIONS": [None]},
     "pydsync.conf.5": {'.SH "THE CONFIG COMMAND"': ["config"]},
-    "pydsync-backup.1": {".SH OPTIONS": ["sync", "backup"]},
+    "pydsync-backup.1": {".SH OPTIONS": ["backup"]},
+    "pydsync-sync.1": {".SH OPTIONS": ["sync"]},
     "pydsync-dsync-server.1": {".SH OPTIONS": ["dsync-server"]},
     "pydsync-doveadm-server.1": {".SH OPTIONS": ["doveadm-server"]},
     "pydsync-mailbox.1": {
