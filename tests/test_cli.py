@@ -92,7 +92,7 @@ def test_usage_errors_exit_64(args: list[str], message: str) -> None:
 
 def test_usage_line_follows_a_getopt_error() -> None:
     _, _, err = run(["backup", "-Z", "x"])
-    assert err.splitlines()[1].startswith("usage: pydsync backup [-RfPUNdEA] [-l <secs>]")
+    assert err.splitlines()[1].startswith("usage: pydsync backup [-RfPUNdEvA] [-l <secs>]")
 
 
 @pytest.mark.parametrize(

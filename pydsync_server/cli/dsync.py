@@ -21,6 +21,7 @@ from ..errors import DsyncError, MailError, StorageError, UsageError
 from ..protocol.items import SYNC_TYPE_FULL
 from ..storage.base import Storage
 from ..storage.location import MailLocation, UserEnv
+from ..storage.observed import WriteEvent
 from ..transport.duplex import DEFAULT_TIMEOUT
 from ..transport.process import SERVER_WORD, read_user_line, spawn_remote, stdio_stream
 from ..transport.replicator import SyncTypeWatch, notify_replicator
@@ -28,11 +29,14 @@ from ..transport.stream import ByteStream, StreamChannel
 from .context import Context
 from .destination import CommandDestination, LocalDestination, TcpDestination, classify
 from .doveadm_client import tcp_stream
+from .dry_run import refuse_remote, snapshot
 from .hooked import PurgeWatch, purge_after, run_hooked
 from .lock import user_lock_for
 from .options import Parsed
+from .report import LOCAL, REMOTE, UserRun
 from .sync_options import build_settings, parse_uint
 from .users import run_users, select_users, worker_count
+from .watch import Watch, observed
 
 Log = Callable[[str], None]
 DESYNC_WARNING = "Mailbox changes caused a desync. You may want to run dsync again: "
@@ -43,16 +47,26 @@ def run_sync(ctx: Context, command: str, parsed: Parsed, operands: list[str]) ->
     (`-A`, `-F`, `-u` mask) go through a worker pool (users.py)."""
     lookup = not parsed.flag("no_userdb_lookup")
     users = select_users(ctx, parsed)
+    watch = Watch(ctx, command, parsed)
     if users is None:
-        user = ctx.user_env(parsed.value("user"), lookup=lookup)
         given = parsed.value("user") is not None
-        return _sync_user(ctx, command, parsed, operands, user, user_given=given)[0]
+        try:
+            user = ctx.user_env(parsed.value("user"), lookup=lookup)
+            code = _sync_user(ctx, command, parsed, operands, user, watch, user_given=given)[0]
+        except DsyncError as exc:
+            watch.finish(int(exc.exit_code))
+            raise
+        watch.finish(code)
+        return code
 
     def one(name: str) -> tuple[int, str]:
         user = ctx.user_env(name, lookup=lookup)
-        return _sync_user(ctx, command, parsed, operands, user, user_given=True)
+        return _sync_user(ctx, command, parsed, operands, user, watch, user_given=True)
 
-    return run_users(ctx, users, worker_count(ctx, parsed), one)
+    watch.many_users = True
+    code = run_users(ctx, users, worker_count(ctx, parsed), one)
+    watch.finish(code)
+    return code
 
 
 def _sync_user(
@@ -61,10 +75,32 @@ def _sync_user(
     parsed: Parsed,
     operands: list[str],
     user: UserEnv,
+    watch: Watch,
     *,
     user_given: bool,
 ) -> tuple[int, str]:
     """One user's sync between the plugin hooks: (exit code, first error)."""
+    run = watch.user(user.user, " ".join(operands), remote_observed=True)
+    try:
+        code, error = _sync_watched(ctx, command, parsed, operands, user, watch, run, user_given)
+    except DsyncError as exc:
+        if run is not None:
+            run.failed(exc)
+        raise
+    watch.finish_user(run)
+    return code, error
+
+
+def _sync_watched(
+    ctx: Context,
+    command: str,
+    parsed: Parsed,
+    operands: list[str],
+    user: UserEnv,
+    watch: Watch,
+    run: UserRun | None,
+    user_given: bool,
+) -> tuple[int, str]:
     user_settings = ctx.settings_for(user)
     settings = build_settings(
         parsed,
@@ -90,22 +126,39 @@ def _sync_user(
     )
     if isinstance(dest, LocalDestination) and settings.visible_namespaces:
         raise DsyncError("-N parameter requires syncing with remote host")
+    if run is not None:
+        run.remote_observed = isinstance(dest, LocalDestination)
     timeout = float(parse_uint(parsed.value("timeout"), "-T", int(DEFAULT_TIMEOUT)))
     source = ctx.location_with(user, parsed.values("storage_setting"))
 
     def session() -> tuple[SyncResult, bool]:
-        with ctx.storage_at(source, user.home, user_settings) as storage:
+        with ctx.storage_at(source, user.home, user_settings) as opened:
+            storage = observed(opened, run, LOCAL)
             if isinstance(dest, LocalDestination):
-                result = _run_local(ctx, user, storage, source, dest, settings, user_settings)
+                result = _run_local(
+                    ctx, user, storage, source, dest, settings, user_settings, run=run
+                )
                 return result, parse_saved_state(settings, lambda _l: None)[0] == SYNC_TYPE_FULL
             if isinstance(dest, TcpDestination):
                 notify = parsed.flag("replicator_notify")
                 stream = tcp_stream(ctx, user, dest, timeout=timeout, replicator_notify=notify)
-                return _run_master(ctx, user, storage, stream, settings, stream.close)
-            return _run_command(ctx, user, storage, dest, settings, timeout, parsed.value("rawlog"))
+                return _run_master(ctx, user, storage, stream, settings, stream.close, run)
+            rawlog = parsed.value("rawlog")
+            return _run_command(ctx, user, storage, dest, settings, timeout, rawlog, run=run)
 
+    if watch.dry_run:
+        if not isinstance(dest, LocalDestination):
+            raise refuse_remote()
+        # No hooks (no kick, no notification, no purge): nothing was synced.
+        result = _dry_run(ctx, user, source, dest, settings, user_settings, run)
+        code = _report(ctx, user, settings, result, state=False)
+        if run is not None:
+            run.finish(result)
+        return code, result.errors[0] if result.errors else ""
     result, full = run_hooked(ctx, command, user, user_settings, session)
-    code = _report(ctx, user, settings, result)
+    code = _report(ctx, user, settings, result, state=watch.state_on_stdout)
+    if run is not None:
+        run.finish(result, state=result.state if settings.state is not None else None)
     if parsed.flag("replicator_notify") and code == 0:
         state = result.state if settings.state is not None and result.state else ""
         _notify(ctx, user, full=full, state=state)
@@ -128,13 +181,13 @@ def _run_local(
     dest: LocalDestination,
     settings: SyncSettings,
     user_settings: Mapping[str, str],
+    *,
+    run: UserRun | None = None,
 ) -> SyncResult:
     """Both brains here; a `-P` purge of the destination goes through the hook."""
-    if os.path.realpath(here.path) == os.path.realpath(dest.location.path):
-        raise DsyncError(
-            f"Both source and destination mail_location points to same directory: {here.path}"
-        )
-    with ctx.storage_at(dest.location, user.home, user_settings) as other:
+    _check_distinct(here, dest)
+    with ctx.storage_at(dest.location, user.home, user_settings) as opened:
+        other = observed(opened, run, REMOTE)
         result = run_local(
             storage,
             other,
@@ -142,10 +195,49 @@ def _run_local(
             clock=ctx.clock,
             log=ctx.log_for(f"dsync({user.user})"),
             user_lock=user_lock_for(user.home),
+            observer=run,
         )
         if settings.purge_remote:
             purge_after(ctx, other, user, user_settings, result)
         return result
+
+
+def _check_distinct(here: MailLocation, dest: LocalDestination) -> None:
+    if os.path.realpath(here.path) == os.path.realpath(dest.location.path):
+        raise DsyncError(
+            f"Both source and destination mail_location points to same directory: {here.path}"
+        )
+
+
+def _dry_run(
+    ctx: Context,
+    user: UserEnv,
+    here: MailLocation,
+    dest: LocalDestination,
+    settings: SyncSettings,
+    user_settings: Mapping[str, str],
+    run: UserRun | None,
+) -> SyncResult:
+    """`--dry-run`: the sync on snapshots of both stores (dry_run.py), writes observed."""
+    _check_distinct(here, dest)
+    with snapshot(here) as mine, snapshot(dest.location) as theirs:
+        storage, other = ctx.open(mine), ctx.open(theirs)
+        try:
+            result = run_local(
+                observed(storage, run, LOCAL),
+                observed(other, run, REMOTE),
+                replace(settings, purge_remote=False),
+                clock=ctx.clock,
+                log=ctx.log_for(f"dsync({user.user})"),
+                user_lock=user_lock_for(user.home),
+                observer=run,
+            )
+            if settings.purge_remote and run is not None:
+                run.sink(REMOTE)(WriteEvent("purge", ""))
+            return result
+        finally:
+            other.close()
+            storage.close()
 
 
 def _run_command(
@@ -156,6 +248,8 @@ def _run_command(
     settings: SyncSettings,
     timeout: float,
     rawlog: str | None,
+    *,
+    run: UserRun | None = None,
 ) -> tuple[SyncResult, bool]:
     """The session's result, and whether it was a full sync (for `-U`)."""
 
@@ -174,7 +268,7 @@ def _run_command(
         )
     except OSError as exc:
         raise DsyncError(f"Couldn't run {' '.join(dest.argv)}: {exc.strerror or exc}") from exc
-    return _run_master(ctx, user, storage, remote.stream, settings, remote.finish)
+    return _run_master(ctx, user, storage, remote.stream, settings, remote.finish, run)
 
 
 def _run_master(
@@ -184,6 +278,7 @@ def _run_master(
     stream: ByteStream,
     settings: SyncSettings,
     finish: Callable[[], object],
+    run: UserRun | None = None,
 ) -> tuple[SyncResult, bool]:
     """The master brain on `stream`; `finish` ends the transport afterwards."""
     try:
@@ -195,14 +290,17 @@ def _run_master(
             clock=ctx.clock,
             log=ctx.log_for(f"dsync({user.user})"),
             user_lock=user_lock_for(user.home),
+            observer=run,
         )
         return result, channel.full
     finally:
         finish()
 
 
-def _report(ctx: Context, user: UserEnv, settings: SyncSettings, result: SyncResult) -> int:
-    """Errors and the desync warning on stderr, the `-s` state on stdout."""
+def _report(
+    ctx: Context, user: UserEnv, settings: SyncSettings, result: SyncResult, *, state: bool = True
+) -> int:
+    """Errors and the desync warning on stderr, the `-s` state on stdout (if `state`)."""
     log = ctx.log_for(f"dsync({user.user})")
     for error in result.errors:
         log(f"Error: {error}")
@@ -210,7 +308,7 @@ def _report(ctx: Context, user: UserEnv, settings: SyncSettings, result: SyncRes
         log(f"Warning: {warning}")
     if result.changes_during_sync is not None:
         log(f"Warning: {DESYNC_WARNING}{result.changes_during_sync}")
-    if settings.state is not None and result.state is not None:
+    if state and settings.state is not None and result.state is not None:
         ctx.stdout.write(result.state.encode("ascii") + b"\n")
         ctx.stdout.flush()
     return int(result.exit_code)

@@ -17,7 +17,9 @@ from ..errors import UsageError
 
 @dataclass(frozen=True)
 class Option:
-    """One option. `metavar` set = takes an argument; `dest` names it in `Parsed`."""
+    """One option. `metavar` set = takes an argument; `dest` names it in `Parsed`.
+    `optional`: a long option whose argument is optional, given only as `--name=ARG`
+    (as GNU getopt's `::`); without one its value is None."""
 
     short: str | None
     long: str | None
@@ -25,6 +27,7 @@ class Option:
     dest: str
     help: str
     repeat: bool = False
+    optional: bool = False
 
     @property
     def spellings(self) -> list[str]:
@@ -111,6 +114,9 @@ def _long(
             raise CommandUsageError(f"{prog}: option '--{name}' doesn't allow an argument", usage)
         pairs.append((opt.dest, None))
         return i
+    if opt.optional:
+        pairs.append((opt.dest, value if eq else None))
+        return i
     if not eq:
         if i >= len(args):
             raise CommandUsageError(f"{prog}: option '--{name}' requires an argument", usage)
@@ -155,7 +161,9 @@ def synopsis(options: Sequence[Option]) -> str:
     flags = "".join(o.short for o in options if o.short and o.metavar is None)
     parts = [f"[-{flags}]"] if flags else []
     for o in options:
-        if o.metavar is not None:
+        if o.optional:
+            parts.append(f"[--{o.long}[=<{o.metavar}>]]")
+        elif o.metavar is not None:
             spelling = f"-{o.short}" if o.short else f"--{o.long}"
             parts.append(f"[{spelling} <{o.metavar}>]" + ("..." if o.repeat else ""))
         elif o.short is None:
@@ -218,6 +226,16 @@ _SYNC_COMMON = (
     Option("e", None, "end date", "until", "only mail received before this date"),
     Option("O", None, "sync flag", "only_flag", "only mail with this flag (-flag: without)"),
     Option("I", None, "max size", "max_size", "skip mail larger than this (e.g. 10M)"),
+    Option("v", None, None, "progress", "progress on stderr: per mailbox messages, bytes, ETA"),
+    Option(
+        None,
+        "json",
+        "file",
+        "json",
+        "write a JSON run report to FILE (default, or -: standard output)",
+        optional=True,
+    ),
+    Option(None, "dry-run", None, "dry_run", "print the plan; change neither side"),
     Option(
         "p",
         None,
