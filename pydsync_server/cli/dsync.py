@@ -24,6 +24,7 @@ from ..storage.location import MailLocation, UserEnv
 from ..storage.observed import WriteEvent
 from ..transport.duplex import DEFAULT_TIMEOUT
 from ..transport.process import SERVER_WORD, read_user_line, spawn_remote, stdio_stream
+from ..transport.rawlog import LoggedStream, RawLog
 from ..transport.replicator import SyncTypeWatch, notify_replicator
 from ..transport.stream import ByteStream, StreamChannel
 from .context import Context
@@ -141,8 +142,9 @@ def _sync_watched(
                 return result, parse_saved_state(settings, lambda _l: None)[0] == SYNC_TYPE_FULL
             if isinstance(dest, TcpDestination):
                 notify = parsed.flag("replicator_notify")
-                stream = tcp_stream(ctx, user, dest, timeout=timeout, replicator_notify=notify)
-                return _run_master(ctx, user, storage, stream, settings, stream.close, run)
+                return _run_tcp(
+                    ctx, user, storage, dest, settings, timeout, parsed.value("rawlog"), notify, run
+                )
             rawlog = parsed.value("rawlog")
             return _run_command(ctx, user, storage, dest, settings, timeout, rawlog, run=run)
 
@@ -269,6 +271,35 @@ def _run_command(
     except OSError as exc:
         raise DsyncError(f"Couldn't run {' '.join(dest.argv)}: {exc.strerror or exc}") from exc
     return _run_master(ctx, user, storage, remote.stream, settings, remote.finish, run)
+
+
+def _run_tcp(
+    ctx: Context,
+    user: UserEnv,
+    storage: Storage,
+    dest: TcpDestination,
+    settings: SyncSettings,
+    timeout: float,
+    rawlog: str | None,
+    notify: bool,
+    run: UserRun | None = None,
+) -> tuple[SyncResult, bool]:
+    """A doveadm server session; `-r` logs its dsync bytes (not the doveadm preamble
+    or the multiplex framing)."""
+    try:
+        raw = RawLog(rawlog) if rawlog is not None else None
+    except OSError as exc:
+        raise DsyncError(f"rawlog: open({rawlog}) failed: {exc.strerror or exc}") from exc
+    try:
+        stream = tcp_stream(ctx, user, dest, timeout=timeout, replicator_notify=notify)
+    except BaseException:
+        if raw is not None:
+            raw.close()
+        raise
+    if raw is None:
+        return _run_master(ctx, user, storage, stream, settings, stream.close, run)
+    logged = LoggedStream(stream, raw, stream.close)
+    return _run_master(ctx, user, storage, logged, settings, logged.close, run)
 
 
 def _run_master(

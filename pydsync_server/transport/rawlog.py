@@ -6,6 +6,8 @@ the stream prefixed with `<unix secs>.<usecs, 6 digits> I: ` (received) or ` O: 
 A line is held back until its LF arrives; once 8192 bytes are pending without an LF they
 are written with the marker `I> ` / `O> ` instead (the line continues in the next record).
 Unlike Dovecot, bytes still pending at close are written (with `>`), not dropped.
+`LoggedStream` puts a RawLog on any `ByteStream` (`tcp:`/`tcps:`: the dsync bytes after
+the doveadm preamble, without the multiplex framing).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import os
 import threading
 import time
 from collections.abc import Callable
+
+from .stream import ByteStream
 
 MAX_LINE = 8192  # longest line held back before it is written unfinished
 
@@ -74,6 +78,36 @@ class RawLog:
     def _stamp(now: float, direction: bytes, marker: bytes) -> bytes:
         usecs = int(now * 1_000_000)
         return b"%d.%06d %s%s " % (usecs // 1_000_000, usecs % 1_000_000, direction, marker)
+
+
+class LoggedStream:
+    """A `ByteStream` that logs what is read from and written to `inner`; `close()`
+    closes `inner` (through `close_inner`) and then the log."""
+
+    def __init__(
+        self, inner: ByteStream, rawlog: RawLog, close_inner: Callable[[], object]
+    ) -> None:
+        self._inner = inner
+        self._rawlog = rawlog
+        self._close_inner = close_inner
+
+    def read(self, n: int = 65536) -> bytes:
+        data = self._inner.read(n)
+        self._rawlog.received(data)
+        return data
+
+    def write(self, data: bytes | memoryview) -> None:
+        self._inner.write(data)
+        self._rawlog.sent(data)
+
+    def close_write(self) -> None:
+        self._inner.close_write()
+
+    def close(self) -> None:
+        try:
+            self._close_inner()
+        finally:
+            self._rawlog.close()
 
 
 def _write_all(fd: int, data: bytes) -> None:
