@@ -52,7 +52,7 @@ def run_sync(ctx: Context, command: str, parsed: Parsed, operands: list[str]) ->
     if users is None:
         given = parsed.value("user") is not None
         try:
-            user = ctx.user_env(parsed.value("user"), lookup=lookup)
+            user = watch.user_env(parsed.value("user"), operands, lookup=lookup)
             code = _sync_user(ctx, command, parsed, operands, user, watch, user_given=given)[0]
         except DsyncError as exc:
             watch.finish(int(exc.exit_code))
@@ -61,7 +61,7 @@ def run_sync(ctx: Context, command: str, parsed: Parsed, operands: list[str]) ->
         return code
 
     def one(name: str) -> tuple[int, str]:
-        user = ctx.user_env(name, lookup=lookup)
+        user = watch.user_env(name, operands, lookup=lookup)
         return _sync_user(ctx, command, parsed, operands, user, watch, user_given=True)
 
     watch.many_users = True

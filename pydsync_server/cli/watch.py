@@ -8,7 +8,9 @@ a dry run, else the `-s` state lines. Progress goes to standard error.
 
 from __future__ import annotations
 
+from ..errors import DsyncError
 from ..storage.base import Storage
+from ..storage.location import UserEnv
 from ..storage.observed import ObservedStorage
 from .context import Context
 from .dry_run import print_plan
@@ -46,6 +48,17 @@ class Watch:
         run = UserRun(name, destination, remote_observed=remote_observed, progress=progress)
         self.report.add(run)
         return run
+
+    def user_env(self, name: str | None, operands: list[str], *, lookup: bool) -> UserEnv:
+        """`ctx.user_env()`; a user it fails for (unknown: 67) is reported as failed."""
+        try:
+            return self.ctx.user_env(name, lookup=lookup)
+        except DsyncError as exc:
+            shown = name if name is not None else self.ctx.environ.get("USER", "")
+            run = self.user(shown, " ".join(operands), remote_observed=False)
+            if run is not None:
+                run.failed(exc)
+            raise
 
     def finish_user(self, run: UserRun | None) -> None:
         """A dry run's plan, unless the JSON report on standard output carries it."""
