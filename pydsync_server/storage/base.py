@@ -325,5 +325,18 @@ class Storage(ABC):
     def purge(self) -> None:  # noqa: B027 - one-file-per-message stores free space at once
         """Reclaim the space of expunged mail (`doveadm purge`; matters for mdbox)."""
 
+    def force_resync(self, vname: str | None = None) -> list[str]:
+        """Rebuild indexes from the mail files (`doveadm force-resync`): of one mailbox,
+        or with None of the whole store (mdbox always rebuilds the whole storage);
+        returns what could not be recovered, one line each. Stores that rescan their
+        files on every open (memory, maildir) only open the mailbox(es)."""
+        for name in (
+            [vname]
+            if vname is not None
+            else [e.vname for e in self.list_mailboxes() if e.guid is not None]
+        ):
+            self.open_mailbox(name).close()
+        return []
+
     def close(self) -> None:  # noqa: B027
         """Release locks and files."""

@@ -234,6 +234,25 @@ def _open_maildir(location: MailLocation, clock: Clock, hostname: str) -> Storag
     )
 
 
+SDBOX_PARAMS = frozenset({"ALT"}) | IGNORED_PARAMS
+
+
+def _open_sdbox(location: MailLocation, clock: Clock, hostname: str) -> Storage:
+    """sdbox (storage-formats.md §4): LAYOUT=fs only, the default directory names."""
+    from .sdbox import SdboxStorage
+
+    _check_params(location, SDBOX_PARAMS | {"LAYOUT"})
+    if location.params.get("LAYOUT", "fs").lower() != "fs":
+        raise UsageError("sdbox: only LAYOUT=fs is supported")
+    return SdboxStorage(
+        location.path,
+        alt_root=location.params.get("ALT") or None,
+        utf8_names=location.utf8,
+        clock=clock,
+        hostname=hostname,
+    )
+
+
 def _open_memory(location: MailLocation, clock: Clock, hostname: str) -> Storage:
     """An empty in-memory store: for tests only (nothing survives the process)."""
     from .memory import MemoryStorage
@@ -244,7 +263,7 @@ def _open_memory(location: MailLocation, clock: Clock, hostname: str) -> Storage
 
 def default_drivers() -> dict[str, DriverFactory]:
     """The drivers `open_storage` knows unless given others."""
-    return {"maildir": _open_maildir, "memory": _open_memory}
+    return {"maildir": _open_maildir, "memory": _open_memory, "sdbox": _open_sdbox}
 
 
 def open_storage(

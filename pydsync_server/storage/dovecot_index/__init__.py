@@ -35,6 +35,7 @@ from .writer import (
     create_log,
     locked_log,
     new_log_header,
+    replace_log,
 )
 
 __all__ = [
@@ -42,5 +43,5 @@ __all__ = [
     "AttributeChange", "AttributeStamp", "ExtSpec", "Extension", "IndexPaths", "IndexSnapshot",
     "IndexState", "IndexView", "LockedLog", "LogFile", "LogFormatError", "LogHeader",
     "MessageRecord", "RawRecord", "Transaction", "create_log", "index_exists", "locked_log",
-    "new_log_header", "parse_index", "read_index",
+    "new_log_header", "parse_index", "read_index", "replace_log",
 ]  # fmt: skip

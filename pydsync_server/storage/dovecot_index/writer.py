@@ -304,6 +304,26 @@ def create_log(path: Path, header: LogHeader, transaction: Transaction) -> bool:
             newlock.unlink(missing_ok=True)
 
 
+def replace_log(path: Path, header: LogHeader, transaction: Transaction) -> None:
+    """Atomically put a new log with `transaction` in place of `path` (a rebuild; the
+    caller holds the old log's lock and removes the snapshot and `.log.2` first)."""
+    newlock = path.with_name(path.name + ".newlock")
+    newlock.unlink(missing_ok=True)
+    try:
+        fd = os.open(newlock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        try:
+            head = header.encode()
+            _pwrite_all(fd, head + transaction.encode(len(head)), 0)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(newlock, path)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        newlock.unlink(missing_ok=True)
+        raise StorageError(f"Can't write {path}: {exc.strerror}") from exc
+
+
 def new_log_header(now: int, file_seq: int = 1) -> LogHeader:
     """The header of a log that starts a new history (§6.7 step 7)."""
     return LogHeader(indexid=now, file_seq=file_seq, create_stamp=now, initial_modseq=1)
