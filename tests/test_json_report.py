@@ -16,7 +16,10 @@ import pytest
 from pydsync_server.cli.main import main
 from pydsync_server.cli.report import SCHEMA, exit_class
 from pydsync_server.sample import materialise
+from pydsync_server.storage.base import NewMessage
 from pydsync_server.storage.location import MailLocation, open_storage
+from pydsync_server.storage.memory import MemoryStorage
+from pydsync_server.storage.observed import ObservedStorage, WriteEvent
 
 REPO = Path(__file__).resolve().parent.parent
 MAIL = b"From: a@example.org\r\nSubject: %s\r\nMessage-ID: <%s@example.org>\r\n\r\nbody %s\r\n"
@@ -210,3 +213,31 @@ def test_report_file_replaced_atomically(tmp_path: Path) -> None:
 )
 def test_exit_classes(code: int, name: str) -> None:
     assert exit_class(code) == name
+
+
+def test_observed_store_reports_committed_writes_only() -> None:
+    events: list[WriteEvent] = []
+    store = ObservedStorage(MemoryStorage(), events.append)
+    store.create_mailbox("Box")
+    box = store.open_mailbox("Box")
+    tx = box.transaction()
+    tx.save(NewMessage(uid=1, guid="g1", body=io.BytesIO(b"abc")))
+    tx.rollback()
+    assert [e.kind for e in events] == ["create"]
+    with box.transaction() as tx:
+        tx.save(NewMessage(uid=1, guid="g1", body=io.BytesIO(b"abc")))
+        tx.update_flags(1, min_modseq=5)  # a modseq raise alone is no flag change
+    box.refresh()
+    with box.transaction() as tx:
+        tx.save(NewMessage(uid=2, guid="g1", body=box.open_message(1)))
+        tx.update_flags(1, add_flags=0x08, add_keywords=frozenset({"$Label1"}))
+    box.refresh()
+    with box.transaction() as tx:
+        tx.expunge(1)
+    found = [(e.kind, e.uid, e.detail, e.size) for e in events[1:]]
+    assert found == [
+        ("save", 1, "g1", 3),
+        ("copy", 2, "from Box UID 1", 3),
+        ("flags", 1, "+\\Seen +$Label1", 0),
+        ("expunge", 1, "", 0),
+    ]

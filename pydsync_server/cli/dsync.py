@@ -6,6 +6,8 @@ destinations get a child process and the stream protocol (`run_master`), `tcp:`/
 `dsync-server` speaks the protocol on stdin/stdout (`run_slave`), where nothing but
 protocol bytes may appear (the transport points fd 1 at stderr for the session).
 `-U` notifies Dovecot's replicator after a successful sync (dsync-protocol.md §2.2).
+`-v`, `--json` and `--dry-run` watch the run through watch.py: the local stores'
+writes and the master brain's events are observed, a dry run works on snapshots.
 """
 
 from __future__ import annotations
