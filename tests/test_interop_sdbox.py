@@ -1,0 +1,140 @@
+"""sdbox between real Dovecot and pydsync: doveadm backup/sync into `pydsync dsync-server`
+on sdbox, pydsync backup maildir->sdbox->maildir, Dovecot-written sdbox read by pydsync,
+and `pydsync force-resync`/`purge` — every pydsync-written store read by Dovecot without
+a rebuild (doveadm's stderr must stay empty: no "rebuilding"/"corrupted")."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from dovecot import (
+    SAFE_PATH,
+    DovecotEnv,
+    DovecotUser,
+    StoreSnapshot,
+    _chown_tree,
+    _read_store,
+    diff,
+)
+from dovecot import snapshot as dovecot_snapshot
+from test_interop_backup import fill
+
+pytestmark = pytest.mark.dovecot
+
+REPO = Path(__file__).resolve().parent.parent
+SDBOX = "sdbox:~/sdbox"
+
+
+def pydsync(user: DovecotUser, location: str, *args: str) -> subprocess.CompletedProcess[bytes]:
+    environ = {
+        "PATH": SAFE_PATH,
+        "USER": user.name,
+        "HOME": str(user.home),
+        "PYTHONPATH": str(REPO),
+        "PYDSYNC_CONFIG": "",
+    }
+    argv = [sys.executable, "-m", "pydsync_server", "-o", f"mail_location={location}", *args]
+    return subprocess.run(argv, env=environ, capture_output=True, timeout=300, check=False)
+
+
+def server_destination(env: DovecotEnv, user: DovecotUser, location: str) -> list[str]:
+    argv = [sys.executable, "-m", "pydsync_server", "-o", f"mail_location={location}"]
+    environ = {"USER": user.name, "HOME": str(user.home), "PYTHONPATH": str(REPO)}
+    return env.command_destination([*argv, "dsync-server"], environ)
+
+
+def clean_snapshot(home: Path, location: str) -> StoreSnapshot:
+    """Dovecot's view of a store (on a copy), failing on any warning or error it prints:
+    a store Dovecot had to rebuild or found corrupted does not pass."""
+    with DovecotEnv() as env:
+        reader = env.user("reader", location=location)
+        shutil.copytree(home, reader.home, symlinks=True, dirs_exist_ok=True)
+        _chown_tree(reader.home)
+        for args in (
+            ("mailbox", "list"),
+            ("mailbox", "status", "messages uidnext uidvalidity highestmodseq guid", "*"),
+            ("fetch", "uid guid flags modseq date.received text", "mailbox", "*", "all"),
+        ):
+            proc = reader.doveadm(*args)
+            assert proc.stderr == b"", proc.stderr.decode(errors="replace")
+        return _read_store(reader)
+
+
+def assert_same(a: StoreSnapshot, b: StoreSnapshot) -> None:
+    assert a == b, "stores differ:\n" + diff(a, b)
+
+
+def change(user: DovecotUser) -> None:
+    user.save("INBOX", b"Subject: new\n\nnew mail\n")
+    user.flags_remove("INBOX", 1, "\\Flagged")
+    user.flags_add("INBOX", 4, "\\Seen $Label3")
+    user.expunge("INBOX", 2)
+    user.mailbox_create("New", subscribe=True)
+    user.mailbox_rename("Work/Projects", "Work/Proj2")
+    user.mailbox_delete("Trash")
+
+
+def test_doveadm_backup_into_pydsync_sdbox(dovecot_env: DovecotEnv) -> None:
+    src, dst = dovecot_env.user("src"), dovecot_env.user("dst", location=SDBOX)
+    fill(src)
+    destination = server_destination(dovecot_env, dst, SDBOX)
+    for step in range(2):
+        proc = src.backup(destination, check=False)
+        assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+        assert_same(dovecot_snapshot(src), clean_snapshot(dst.home, SDBOX))
+        assert not list(dst.home.rglob("dovecot.index")), "pydsync wrote a dovecot.index"
+        if step == 0:
+            change(src)
+
+
+def test_pydsync_backup_maildir_to_sdbox_and_back(dovecot_env: DovecotEnv) -> None:
+    user = dovecot_env.user("a")
+    fill(user)
+    proc = pydsync(user, "maildir:~/Maildir", "backup", f"sdbox:{user.home}/sdbox")
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    source = dovecot_snapshot(user)
+    assert_same(source, clean_snapshot(user.home, SDBOX))
+    change(user)
+    proc = pydsync(user, "maildir:~/Maildir", "backup", f"sdbox:{user.home}/sdbox")
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    assert_same(dovecot_snapshot(user), clean_snapshot(user.home, SDBOX))
+    # LAYOUT=fs keeps sdbox's \NoSelect parents as they are (Maildir++ has none)
+    proc = pydsync(user, SDBOX, "backup", f"maildir:{user.home}/Copy:LAYOUT=fs")
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    assert_same(dovecot_snapshot(user), clean_snapshot(user.home, "maildir:~/Copy:LAYOUT=fs"))
+
+
+def test_dovecot_written_sdbox_read_by_pydsync(dovecot_env: DovecotEnv) -> None:
+    user = dovecot_env.user("a", location=SDBOX)
+    fill(user)
+    user.doveadm("mailbox", "status", "highestmodseq", "INBOX")  # modseqs enabled, as dsync does
+    user.flags_add("INBOX", 3, "\\Seen")
+    proc = pydsync(user, SDBOX, "backup", f"maildir:{user.home}/Copy:LAYOUT=fs")
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    assert_same(dovecot_snapshot(user), clean_snapshot(user.home, "maildir:~/Copy:LAYOUT=fs"))
+
+
+def test_two_way_doveadm_sync_with_pydsync_sdbox(dovecot_env: DovecotEnv) -> None:
+    a, b = dovecot_env.user("a"), dovecot_env.user("b", location=SDBOX)
+    fill(a)
+    destination = server_destination(dovecot_env, b, SDBOX)
+    proc = a.sync(destination, check=False)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    _chown_tree(b.home)
+    a.flags_add("INBOX", 1, "\\Answered")
+    a.save("Work", b"Subject: from a\n\n")
+    b.flags_add("INBOX", 3, "\\Flagged fromb")
+    b.save("INBOX", b"Subject: from b\n\n")
+    b.expunge("Work", 1)
+    for _ in range(2):
+        proc = a.sync(destination, check=False)
+        assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+        _chown_tree(b.home)
+    snap_a, snap_b = dovecot_snapshot(a), clean_snapshot(b.home, SDBOX)
+    assert_same(snap_a, snap_b)
+    inbox = {m.uid: m for m in snap_b.mailbox("INBOX").messages}
+    assert "fromb" in inbox[3].keywords and "\\Answered" in inbox[1].flags
