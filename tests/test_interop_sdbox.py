@@ -138,3 +138,29 @@ def test_two_way_doveadm_sync_with_pydsync_sdbox(dovecot_env: DovecotEnv) -> Non
     assert_same(snap_a, snap_b)
     inbox = {m.uid: m for m in snap_b.mailbox("INBOX").messages}
     assert "fromb" in inbox[3].keywords and "\\Answered" in inbox[1].flags
+
+
+def test_force_resync_and_purge_checked_by_dovecot(dovecot_env: DovecotEnv) -> None:
+    user = dovecot_env.user("a", location=SDBOX)
+    fill(user)
+    before = dovecot_snapshot(user)
+    inbox = user.home / "sdbox/mailboxes/INBOX/dbox-Mails"
+    (inbox / "dovecot.index.log").unlink()  # index lost: Dovecot would show INBOX empty
+    (inbox / "dovecot.index.cache").unlink(missing_ok=True)
+    (inbox / "u.3").write_bytes((inbox / "u.3").read_bytes()[:50])  # and one file broken
+    proc = pydsync(user, SDBOX, "force-resync", "INBOX")
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    warnings = proc.stderr.decode().splitlines()
+    assert warnings[0].endswith("Warning: INBOX: Rebuilding index") and "u.3" in warnings[1]
+    after = clean_snapshot(user.home, SDBOX)
+    uids = [m.uid for m in after.mailbox("INBOX").messages]
+    expected = [m.uid for m in before.mailbox("INBOX").messages if m.uid != 3]
+    assert uids == expected  # UIDs kept (they are the file names), the broken file left out
+    assert after.mailbox("Work") == before.mailbox("Work")
+    proc = pydsync(user, SDBOX, "force-resync", "*")
+    assert proc.returncode == 0 and proc.stderr.decode().count("Rebuilding index") == 6
+    assert pydsync(user, SDBOX, "force-resync", "Nope").returncode == 0
+    assert pydsync(user, SDBOX, "force-resync").returncode == 64
+    proc = pydsync(user, SDBOX, "purge")
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, b"", b"")
+    assert clean_snapshot(user.home, SDBOX).mailbox("Work") == before.mailbox("Work")

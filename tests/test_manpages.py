@@ -32,6 +32,10 @@ PAGES: dict[str, dict[str, list[str | None]]] = {
         '.SS "mailbox status"': ["mailbox status"],
         ".SS fetch": ["fetch"],
     },
+    "pydsync-force-resync.1": {
+        ".SS force\\-resync": ["force-resync"],
+        ".SS purge": ["purge"],
+    },
 }
 
 

@@ -19,7 +19,7 @@ from ..errors import DsyncError, ExitCode
 from ..plugins.facade import Hooks
 from ..plugins.manager import build_plugin_manager
 from ..storage.location import UserEnv
-from . import inspect
+from . import inspect, resync
 from .config import config_path, load_config
 from .context import Context
 from .doveadm_server import run_doveadm_server
@@ -154,6 +154,14 @@ COMMANDS: dict[str, Command] = {
         ),
         Command("fetch", FETCH_OPTIONS, "<fields> <search query>", _fetch, permute=True),
         Command("config", CONFIG_OPTIONS, "[<setting>...]", show_config, permute=True),
+        Command(
+            "force-resync",
+            resync.FORCE_RESYNC_OPTIONS,
+            "<mailbox mask>",
+            resync.force_resync,
+            permute=True,
+        ),
+        Command("purge", resync.PURGE_OPTIONS, "", resync.purge, permute=True),
     )
 }
 
