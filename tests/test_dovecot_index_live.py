@@ -92,6 +92,15 @@ def test_reads_rotated_logs_and_snapshots(tmp_path: Path) -> None:
         assert paths.index.exists() and paths.log2.exists()
         assert read_index(paths).state.messages  # read through the snapshot
         assert pydsync_view(paths) == doveadm_view(user)
+        state = read_index(paths).state  # and appended to after the rotation
+        t = Transaction(sync=True)
+        t.enable_modseqs(state)
+        t.keyword_update("late", True, [4, 5])
+        with locked_log(paths.log) as locked:
+            locked.append(t)
+        status, messages = doveadm_view(user)
+        assert {uid for uid, m in messages.items() if "late" in m[1]} == {4, 5}
+        assert (status, messages) == pydsync_view(paths)
 
 
 def test_doveadm_reads_what_pydsync_appended(tmp_path: Path) -> None:

@@ -164,3 +164,46 @@ def test_force_resync_and_purge_checked_by_dovecot(dovecot_env: DovecotEnv) -> N
     proc = pydsync(user, SDBOX, "purge")
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, b"", b"")
     assert clean_snapshot(user.home, SDBOX).mailbox("Work") == before.mailbox("Work")
+
+
+WRITER = """
+import io, os, pwd, sys
+from pydsync_server.storage.sdbox import SdboxStorage
+from pydsync_server.storage.base import NewMessage
+import pydsync_server.storage.sdbox_transaction
+vmail = pwd.getpwnam("vmail")  # write as the mail user, as Dovecot would
+os.setgid(vmail.pw_gid)
+os.setuid(vmail.pw_uid)
+box = SdboxStorage(sys.argv[1]).open_mailbox("INBOX")
+uid = 1
+for batch in range(40):
+    with box.transaction() as t:
+        for _ in range(10):
+            body = b"Subject: %d\\n\\n" % uid + b"x" * 3000
+            t.save(NewMessage(uid, "%032x" % uid, io.BytesIO(body), flags=8 if uid % 2 else 0))
+            uid += 1
+    with box.transaction() as t:
+        t.update_flags(uid - 1, add_flags=2, add_keywords=frozenset({"k%d" % batch}))
+    box.refresh()
+"""
+
+
+def test_dovecot_reads_while_pydsync_writes(dovecot_env: DovecotEnv) -> None:
+    """doveadm reads the store again and again while pydsync appends: it never sees a
+    broken index, and the message count only grows."""
+    user = dovecot_env.user("a", location=SDBOX)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(user.home / "sdbox")],
+        env={"PYTHONPATH": str(REPO), "PATH": SAFE_PATH},
+        stderr=subprocess.PIPE,
+    )
+    counts = []
+    while writer.poll() is None or not counts:
+        proc = user.doveadm("mailbox", "status", "messages", "INBOX", check=False)
+        assert proc.stderr == b"", proc.stderr.decode(errors="replace")
+        if proc.returncode == 0:
+            counts.append(int(proc.stdout.split(b"=")[1]))
+    assert writer.wait() == 0, writer.stderr.read() if writer.stderr else ""
+    assert counts == sorted(counts) and len(counts) > 2
+    final = clean_snapshot(user.home, SDBOX).mailbox("INBOX")
+    assert len(final.messages) == 400
