@@ -1,24 +1,35 @@
-"""`pydsync doveadm-server`: a doveadm TCP server that runs only `dsync-server`, so
-`doveadm sync tcp:host:port` (and pydsync's) can reach a pydsync store (§12).
+"""`pydsync doveadm-server`: a doveadm server (TCP, TLS or a UNIX socket) so that
+`doveadm sync tcp:host:port` (and pydsync's) can reach a pydsync store (§12), and so
+that `sync`/`backup -S` (doveadm's or pydsync's) can run here.
 
-Each connection authenticates with PLAIN against `doveadm_password` (user
-`doveadm_username`, default `doveadm`), then its `dsync-server` command line runs our
-slave brain exactly as `pydsync dsync-server` does; its log lines go back on channel L.
+Each TCP connection authenticates with PLAIN against `doveadm_password` (user
+`doveadm_username`, default `doveadm`); a 0600 UNIX socket is pre-authenticated, as
+Dovecot's. A `dsync-server` command line runs our slave brain exactly as `pydsync
+dsync-server` does and ends the connection; `sync` and `backup` run as `pydsync sync`/
+`backup` would here, their printed values and reply going back (doveadm_command.py).
+Log lines go back on channel L. Other commands are refused with `\n-\n`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import re
+import signal
 import ssl
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 from ..errors import DsyncError, ExitCode, UsageError
 from ..storage.location import UserEnv, expand_vars
+from ..transport.doveadm_command import encode_values
 from ..transport.doveadm_server import Listener, ServerSettings, ServerStream
-from ..transport.doveadm_tcp import LOG_TYPES, DoveadmCommand
+from ..transport.doveadm_tcp import DSYNC_COMMAND, LOG_TYPES, DoveadmCommand
 from .context import Context
 from .doveadm_client import DEFAULT_USERNAME
-from .dsync import Log, slave_session
-from .options import DSYNC_SERVER_OPTIONS, Parsed, getopt
+from .dsync import Log, run_sync, slave_session
+from .options import BACKUP_OPTIONS, DSYNC_SERVER_OPTIONS, SYNC_OPTIONS, Parsed, getopt
 from .sync_options import parse_uint
 
 DEFAULT_HOST = "127.0.0.1"
@@ -31,6 +42,10 @@ REPLY_CODES = {
     ExitCode.NOTFOUND: "NOTFOUND",
     ExitCode.TEMPFAIL: "TEMPFAIL",
 }
+UNKNOWN_CODE = "UNKNOWN"  # what Dovecot replies for any other exit code (e.g. 2)
+MAIL_COMMANDS = {"sync": SYNC_OPTIONS, "backup": BACKUP_OPTIONS}
+# `[name: ]Level: text`, as our log callbacks write lines.
+_LOG_LINE = re.compile(r"^(?:(?P<name>[^:]*): )?(?P<level>[A-Z][a-z]+): (?P<text>.*)$", re.S)
 
 
 def parse_listen(text: str | None, default_port: str) -> tuple[str, int]:
@@ -65,39 +80,174 @@ def run_doveadm_server(ctx: Context, parsed: Parsed, operands: list[str]) -> int
     """Listen and serve until killed (with `-1`: one connection, then exit 0)."""
     if operands:
         raise UsageError(f"Unexpected parameter: {operands[0]}")
-    host, port = parse_listen(parsed.value("listen"), ctx.config.get("doveadm_port"))
+    listener, where = _listen(ctx, parsed.value("listen") or "")
     settings = ServerSettings(
         username=ctx.config.get("doveadm_username") or DEFAULT_USERNAME,
         password=ctx.config.get("doveadm_password"),
         timeout=float(parse_uint(parsed.value("timeout"), "-T", 600)),
         tls=server_tls(parsed.value("ssl_cert"), parsed.value("ssl_key")),
+        preauthenticated=listener.preauthenticated,
     )
-    if not settings.password:
+    if not settings.password and not settings.preauthenticated:
+        listener.close()
         raise UsageError("doveadm_password is not set: clients could not authenticate")
-    try:
-        listener = Listener(host, port)
-    except OSError as exc:
-        raise DsyncError(f"listen({host}:{port}) failed: {exc.strerror or exc}") from exc
     log = ctx.log_for("doveadm-server")
-    log(f"Info: listening on {host}:{listener.port}")
+    log(f"Info: listening on {where}")
     try:
-        listener.serve(settings, _handler(ctx, log), log, once=parsed.flag("once"))
+        with _stop_on_sigterm():
+            listener.serve(settings, _handler(ctx, log), log, once=parsed.flag("once"))
     except KeyboardInterrupt:
         pass
     finally:
-        listener.close()
+        listener.close()  # and a UNIX socket is removed, as Dovecot removes its own
     return ExitCode.OK
 
 
-def _handler(ctx: Context, server_log: Log) -> Callable[[DoveadmCommand, ServerStream], None]:
-    def handle(command: DoveadmCommand, stream: ServerStream) -> None:
+@contextlib.contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """SIGTERM ends serving like ^C (in the main thread only: signals go there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _listen(ctx: Context, text: str) -> tuple[Listener, str]:
+    """`-l /path` = a 0600 UNIX socket, else `host:port` (parse_listen)."""
+    try:
+        if text.startswith("/"):
+            return Listener.unix(text), text
+        host, port = parse_listen(text or None, ctx.config.get("doveadm_port"))
+        listener = Listener(host, port)
+    except OSError as exc:
+        raise DsyncError(f"listen({text}) failed: {exc.strerror or exc}") from exc
+    return listener, f"{host}:{listener.port}"
+
+
+def _handler(ctx: Context, server_log: Log) -> Callable[[DoveadmCommand, ServerStream], bool]:
+    def handle(command: DoveadmCommand, stream: ServerStream) -> bool:
+        if command.name in MAIL_COMMANDS:
+            run_mail_command(ctx, command, stream)
+            return False
+        if command.name != DSYNC_COMMAND:
+            stream.reply("")  # unknown or not served: `\n-\n` (§12.1)
+            return False
         try:
             run_dsync_command(ctx, command, stream)
         except DsyncError as exc:  # before the session started: the reply says why
             server_log(f"Error: {command.user}: {exc}")
             stream.reply(REPLY_CODES.get(exc.exit_code, "TEMPFAIL"))
+        return True
 
     return handle
+
+
+def run_mail_command(ctx: Context, command: DoveadmCommand, stream: ServerStream) -> None:
+    """`sync`/`backup <options> [--] <destination>` for the command's user, run as
+    `pydsync sync`/`backup` would run it here; what it prints on stdout goes back as
+    values, its log lines on channel L, its exit code as the reply."""
+    out = io.BytesIO()
+    err = _LogWriter(stream, debug="D" in command.flags)
+    try:
+        parsed, operands = getopt(
+            command.name, list(command.args), MAIL_COMMANDS[command.name], permute=False
+        )
+        if parsed.value("socket_path") is not None:
+            raise UsageError("-S can't be used on the doveadm server")
+        name = parsed.value("user") or command.user
+        if not name:
+            raise UsageError("No user given")
+        if not operands and not parsed.flag("mail_replica"):
+            raise UsageError(f"{command.name}: destination missing")
+        sub = replace(
+            ctx,
+            environ=_user_environ(ctx, name),
+            stdout=out,
+            stderr=err,
+            debug="D" in command.flags,
+            verbose=bool(set(command.flags) & {"D", "v"}),
+            records={},
+        )
+        code = run_sync(sub, command.name, Parsed([*parsed.pairs, ("user", name)]), operands)
+    except DsyncError as exc:
+        err.write(f"Error: {exc}\n")
+        code = int(exc.exit_code)
+    err.flush()
+    stream.write(encode_values(out.getvalue().decode("utf-8", "surrogateescape").splitlines()))
+    stream.reply(_reply_code(code))
+
+
+def _reply_code(code: int) -> str | None:
+    """None (`+`) for 0, else doveadm's word for the exit code."""
+    if code == ExitCode.OK:
+        return None
+    try:
+        return REPLY_CODES.get(ExitCode(code), UNKNOWN_CODE)
+    except ValueError:
+        return UNKNOWN_CODE
+
+
+def _user_environ(ctx: Context, name: str) -> dict[str, str]:
+    """The command's environment: USER = the user; HOME from mail_home (else our HOME
+    for our own USER), as for the `dsync-server` command."""
+    environ = dict(ctx.environ)
+    home = _home(ctx, name)
+    environ["USER"] = name
+    if home:
+        environ["HOME"] = home
+    else:
+        environ.pop("HOME", None)
+    return environ
+
+
+def _home(ctx: Context, name: str) -> str | None:
+    """Without a userdb the home comes from mail_home; our own HOME only for our USER."""
+    home = ctx.environ.get("HOME") if name == ctx.environ.get("USER") else None
+    if ctx.config.get("mail_home"):
+        return expand_vars(ctx.config.get("mail_home"), UserEnv(name, home or None, ctx.environ))
+    return home or None
+
+
+class _LogWriter(io.StringIO):
+    """A stderr whose lines go to the client on channel L with their level (debug lines
+    only for flag D), `[name: ]Level: text` sent as `[name: ]text` (Dovecot sends the log
+    prefix and the message; the level is the type byte)."""
+
+    def __init__(self, stream: ServerStream, *, debug: bool) -> None:
+        super().__init__()
+        self._stream = stream
+        self._debug = debug
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        *lines, self._partial = (self._partial + text).split("\n")
+        for line in lines:
+            self._send(line)
+        return len(text)
+
+    def flush(self) -> None:
+        if self._partial:
+            self._send(self._partial)
+            self._partial = ""
+
+    def _send(self, line: str) -> None:
+        match = _LOG_LINE.match(line)
+        level = LOG_TYPES.get(match.group("level")) if match else None
+        if match is None or level is None:
+            self._stream.log(LOG_TYPES["Info"], line)
+            return
+        if level == LOG_TYPES["Debug"] and not self._debug:
+            return
+        name = match.group("name")
+        self._stream.log(level, f"{name}: {match.group('text')}" if name else match.group("text"))
 
 
 def run_dsync_command(ctx: Context, command: DoveadmCommand, stream: ServerStream) -> None:
@@ -110,11 +260,7 @@ def run_dsync_command(ctx: Context, command: DoveadmCommand, stream: ServerStrea
     name = parsed.value("user") or command.user
     if not name:
         raise UsageError("No user given")
-    # Without a userdb the home comes from mail_home; our own HOME only for our USER.
-    home = ctx.environ.get("HOME") if name == ctx.environ.get("USER") else None
-    user = UserEnv(name, home or None, ctx.environ)
-    if ctx.config.get("mail_home"):
-        user = UserEnv(name, expand_vars(ctx.config.get("mail_home"), user), ctx.environ)
+    user = UserEnv(name, _home(ctx, name), ctx.environ)
     ctx.location(user)  # an unusable location fails here, before `+`
     log = _remote_log(stream, f"dsync-server({name}): ", debug="D" in command.flags)
     stream.reply(None)

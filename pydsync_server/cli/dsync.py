@@ -32,10 +32,11 @@ from ..transport.stream import ByteStream, StreamChannel
 from .context import Context
 from .destination import CommandDestination, LocalDestination, TcpDestination, classify
 from .doveadm_client import tcp_stream
+from .doveadm_remote import run_on_server
 from .dry_run import refuse_remote, snapshot
 from .hooked import PurgeWatch, purge_after, run_hooked
 from .lock import user_lock_for
-from .options import Parsed
+from .options import BACKUP_OPTIONS, SYNC_OPTIONS, Parsed
 from .report import LOCAL, REMOTE, UserRun
 from .sync_options import build_settings, parse_uint
 from .users import run_users, select_users, worker_count
@@ -47,7 +48,11 @@ DESYNC_WARNING = "Mailbox changes caused a desync. You may want to run dsync aga
 
 def run_sync(ctx: Context, command: str, parsed: Parsed, operands: list[str]) -> int:
     """`sync`/`backup` with the given options and destination words; many users
-    (`-A`, `-F`, `-u` mask) go through a worker pool (users.py)."""
+    (`-A`, `-F`, `-u` mask) go through a worker pool (users.py); with `-S` the doveadm
+    server at that address runs it (doveadm_remote.py)."""
+    if parsed.value("socket_path") is not None:
+        table = SYNC_OPTIONS if command == "sync" else BACKUP_OPTIONS
+        return run_on_server(ctx, command, table, parsed, operands)
     lookup = not parsed.flag("no_userdb_lookup")
     users = select_users(ctx, parsed)
     watch = Watch(ctx, command, parsed)

@@ -203,6 +203,13 @@ MULTI_USER_OPTIONS = (
     Option("A", None, None, "all_users", "run for every user the userdb plugins list"),
     Option("F", None, "file", "user_file", "run for the users in FILE, one per line"),
     Option(None, "workers", "n", "workers", "users synced at once (default: dsync_workers, 4)"),
+    Option(
+        "S",
+        None,
+        "socket_path",
+        "socket_path",
+        "run the command on the doveadm server at this UNIX socket path or host:port",
+    ),
 )
 
 _SYNC_COMMON = (
@@ -214,7 +221,7 @@ _SYNC_COMMON = (
     Option("d", None, None, "mail_replica", "destination from the userdb field mail_replica"),
     Option("E", None, None, "legacy", "legacy dsync wrapper mode"),
     Option("l", None, "secs", "lock_timeout", "take the per-user dsync lock with this timeout"),
-    Option("r", None, "rawlog path", "rawlog", "write the raw protocol stream to PATH.in/.out"),
+    Option("r", None, "rawlog path", "rawlog", "append the dsync stream to PATH (rawlog format)"),
     Option("m", None, "mailbox", "mailbox", "sync only this mailbox (list pattern)"),
     Option("g", None, "mailbox guid", "mailbox_guid", "sync only the mailbox with this GUID"),
     Option("n", None, "namespace", "namespace", "sync only this namespace prefix", repeat=True),
@@ -253,7 +260,7 @@ SYNC_OPTIONS = (
 
 DSYNC_SERVER_OPTIONS = (
     Option("E", None, None, "legacy", "legacy dsync wrapper mode"),
-    Option("r", None, "rawlog path", "rawlog", "write the raw protocol stream to PATH.in/.out"),
+    Option("r", None, "rawlog path", "rawlog", "append the dsync stream to PATH (rawlog format)"),
     Option("T", None, "secs", "timeout", "I/O stall timeout in seconds (default 600)"),
     Option("U", None, None, "replicator_notify", "notify the replicator after a successful sync"),
     Option(

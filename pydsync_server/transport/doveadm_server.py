@@ -2,14 +2,19 @@
 PLAIN auth, command lines, channel-0 framing of the output and channel-L log lines.
 
 What a command does is the caller's business (`Handler`); this module knows only the
-wire. One connection carries at most one dsync session, as with Dovecot (§12.1).
+wire. One connection carries any number of commands, and at most one dsync session,
+which ends it (§12.1). A listener on a UNIX socket of mode 0600 pre-authenticates its
+clients, as Dovecot's does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
+import os
 import socket
 import ssl
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -19,7 +24,6 @@ from ..errors import DsyncError, PeerClosedError
 from .doveadm_tcp import (
     CHANNEL_DATA,
     CHANNEL_LOG,
-    DSYNC_COMMAND,
     SERVER_VERSION,
     DoveadmCommand,
     LineReader,
@@ -74,8 +78,9 @@ class ServerStream(SessionStream):
                 self._cond.wait(deadline - time.monotonic())
 
 
-# (the command, its stream) -> nothing; the handler sends the reply itself.
-Handler = Callable[[DoveadmCommand, ServerStream], None]
+# (the command, its stream) -> True when the command took over the connection (a dsync
+# session: it is closed afterwards); the handler sends the reply itself.
+Handler = Callable[[DoveadmCommand, ServerStream], bool]
 
 
 @dataclass(frozen=True)
@@ -158,19 +163,19 @@ def _send(io: SocketIO, data: bytes, timeout: float) -> None:
 
 
 def _commands(stream: ServerStream, handler: Handler) -> None:
-    """Command lines until EOF; only `dsync-server` runs, and it ends the connection."""
+    """Command lines until EOF, or until a command takes the connection over."""
     while True:
         try:
             line = stream.read_line()
         except PeerClosedError:
             return
         command = DoveadmCommand.parse(line)
-        if command is None or command.name != DSYNC_COMMAND:
-            stream.reply("")  # unknown or not allowed: `\n-\n` (§12.1)
+        if command is None:
+            stream.reply("")  # not a command line: `\n-\n` (§12.1)
             continue
-        handler(command, stream)
-        stream.finish()
-        return
+        if handler(command, stream):
+            stream.finish()
+            return
 
 
 class Listener:
@@ -179,6 +184,7 @@ class Listener:
     def __init__(self, host: str, port: int) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.path: str | None = None
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             self.sock.bind((host, port))
@@ -187,9 +193,42 @@ class Listener:
             self.sock.close()
             raise
 
+    @classmethod
+    def unix(cls, path: str, mode: int = 0o600) -> Listener:
+        """A UNIX socket at `path` (a stale socket there is replaced) with `mode`."""
+        self = cls.__new__(cls)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.path = path
+        try:
+            if os.path.lexists(path):
+                if not stat.S_ISSOCK(os.lstat(path).st_mode):
+                    raise FileExistsError(f"{path} exists and is not a socket")
+                os.unlink(path)
+            old_umask = os.umask(0o777 & ~mode)  # never world-connectable, even briefly
+            try:
+                self.sock.bind(path)
+            finally:
+                os.umask(old_umask)
+            os.chmod(path, mode)
+            self.sock.listen(BACKLOG)
+        except OSError:
+            self.sock.close()
+            raise
+        return self
+
     @property
     def port(self) -> int:
-        return int(self.sock.getsockname()[1])
+        return 0 if self.path is not None else int(self.sock.getsockname()[1])
+
+    @property
+    def preauthenticated(self) -> bool:
+        """Dovecot's rule: a UNIX listener whose socket has mode 0600 (§12.1)."""
+        if self.path is None:
+            return False
+        try:
+            return os.stat(self.path).st_mode & 0o777 == 0o600
+        except OSError:
+            return False
 
     def serve(
         self, settings: ServerSettings, handler: Handler, log: Log, *, once: bool = False
@@ -209,3 +248,6 @@ class Listener:
 
     def close(self) -> None:
         self.sock.close()
+        if self.path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)

@@ -443,14 +443,20 @@ def connect_dsync(sock: socket.socket, settings: ClientSettings, log: RemoteLog)
         raise
 
 
-def _start(io: SocketIO, settings: ClientSettings, log: RemoteLog) -> ClientStream:
+def open_session(io: SocketIO, settings: ClientSettings, log: RemoteLog) -> ClientStream:
+    """VERSION exchange and authentication (§12.1 steps 1-5): the stream for command
+    lines; it owns `io` (the caller closes `io` only when this raises)."""
     lines = LineReader(io, settings.timeout)
     _send_all(io, CLIENT_VERSION, settings.timeout)
     if parse_version_line(lines.line(), b"doveadm-client") is None:
         raise PeerClosedError("Remote doveadm server sent an invalid VERSION line")
     if _authenticate(io, lines, settings) is not True:
         raise DsyncError("doveadm server authentication failed")
-    stream = ClientStream(io, timeout=settings.timeout, log=log, initial=lines.rest)
+    return ClientStream(io, timeout=settings.timeout, log=log, initial=lines.rest)
+
+
+def _start(io: SocketIO, settings: ClientSettings, log: RemoteLog) -> ClientStream:
+    stream = open_session(io, settings, log)
     try:
         stream.write(dsync_command(settings.user, **_flags(settings)).encode())
         _expect_success(stream)
