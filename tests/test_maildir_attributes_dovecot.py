@@ -98,7 +98,8 @@ def test_pydsync_notices_dovecot_changes(env: DovecotEnv) -> None:
     user.metadata_set("INBOX", "/shared/comment", "tab\there")
     box.refresh()
     modseq = box.status().highest_modseq
-    assert modseq == before + 1  # both seen by one refresh: one change
+    # both seen by one refresh: one change, stepped randomly (pitfall 22)
+    assert before < modseq <= before + (1 << 16)
     attributes = box.attributes()
     assert [(a.type, a.key, a.value, a.modseq, a.from_dsync) for a in attributes] == [
         ("p", "comment", "set by dovecot", modseq, False),
@@ -110,7 +111,7 @@ def test_pydsync_notices_dovecot_changes(env: DovecotEnv) -> None:
     box.refresh()
     deleted = box.attributes()[0]
     assert (deleted.key, deleted.value, deleted.from_dsync) == ("comment", None, False)
-    assert deleted.modseq == box.status().highest_modseq == modseq + 1
+    assert deleted.modseq == box.status().highest_modseq > modseq
 
 
 def test_dovecot_rename_and_delete(env: DovecotEnv) -> None:

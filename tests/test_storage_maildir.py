@@ -394,8 +394,12 @@ def test_store_without_sidecar_starts_at_modseq_1(tmp_path: Path) -> None:
     assert box.changes_since(0) == [] and box.changes_since(1) is None
     client_set_flags(tmp_path, tmp_path, 7, FLAGGED, frozenset())
     box.refresh()
-    assert box.changes_since(0) == [MessageChange(7, 2, add_flags=FLAGGED)]
-    assert box.changes_since(2) == [] and box.changes_since(3) is None
+    # another program's change: a random step above 1 (pitfall 22)
+    modseq = box.status().highest_modseq
+    assert 2 <= modseq <= 1 + (1 << 16)
+    assert box.changes_since(0) == [MessageChange(7, modseq, add_flags=FLAGGED)]
+    assert box.changes_since(1) is None  # still below the floor: unknown history
+    assert box.changes_since(modseq) == [] and box.changes_since(modseq + 1) is None
 
 
 def test_unknown_keyword_letters_get_dovecot_names(tmp_path: Path) -> None:

@@ -98,7 +98,6 @@ class Importer:
         self.warn = warn
         status = mailbox.status()
         self.local_uid_next = status.uid_next
-        self.local_highest_modseq = status.highest_modseq
         self.local = list(mailbox.messages())
         self.local_by_uid = {info.uid: info for info in self.local}
         # A saved modseq above anything this mailbox handed out is another program's
@@ -627,13 +626,11 @@ class Importer:
         return self._result(failed=self.require_full_resync)
 
     def _new_highest_modseq(self) -> int:
-        """At least the peer's HIGHESTMODSEQ (§3.6.8). The slave goes one further when
-        the two differed: with both sides at the same value, one change on each side
-        would leave them equal again and fast mode would skip the mailbox (pitfall 22);
-        Dovecot's own writes usually happen to push the slave past the master."""
-        if self.opts.master or self.remote.highest_modseq == self.local_highest_modseq:
-            return self.remote.highest_modseq
-        return max(self.remote.highest_modseq, self.local_highest_modseq) + 1
+        """The peer's HIGHESTMODSEQ, on both sides (§3.6.8), so that two unchanged
+        mailboxes compare equal and fast mode skips them. Two sides that change
+        independently could still meet on one value (pitfall 22); pydsync's own stores
+        make that unlikely by stepping their modseq by a random amount for such changes."""
+        return self.remote.highest_modseq
 
     def _result(self, *, failed: bool, mail_error: MailError = MailError.TEMP) -> ImportResult:
         self.mailbox.refresh()

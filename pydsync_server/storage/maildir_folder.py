@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .maildir_attributes import AttributeDict, AttrKey, mailbox_values
 from .maildir_files import FILE_MODE, replace_file, write_all, write_synced
+from .maildir_summary import FolderStamp
 from .maildir_tracker import SIDECAR_NAME, ChangeTracker, MessageState
 from .maildir_uidlist import (
     FileInfo,
@@ -47,6 +48,8 @@ class StoreContext:
     allocate_uid_validity: Callable[[], int]
     _last_name: tuple[int, int] = (0, 0)
     _last_guid: tuple[int, int] = (0, 0)
+    # this run's folder views by mail dir, with the stamp taken before their scan
+    views: dict[Path, tuple[FolderStamp, SyncPlan]] = field(default_factory=dict)
 
     def unique_name(self) -> str:
         """`<secs>.M<usecs>P<pid>.<host>`, unique within this store object

@@ -30,6 +30,7 @@ from .maildir_folder import (
     write_tracker,
     write_uidlist,
 )
+from .maildir_summary import SUMMARY_NAME, FolderStamp, Summary
 from .maildir_uidlist import size_from_base
 
 _CHUNK = 1 << 16
@@ -54,9 +55,11 @@ class MaildirMailbox(Mailbox):
         self.paths = paths
         self.ctx = ctx
         self._plan: SyncPlan | None = None
+        self._summary: Summary | None = None  # stands in for the plan until one is needed
+        self._stamp: FolderStamp | None = None  # the disk as the view shows it
         self._infos: list[MessageInfo] | None = None
         self._vsizes: dict[str, int] = {}
-        self.refresh()
+        self._open()
 
     # -- sync --
 
@@ -71,7 +74,35 @@ class MaildirMailbox(Mailbox):
         with dotlock(self.paths.uidlist, self.ctx.hostname):
             yield
 
+    def _take_stamp(self) -> FolderStamp:
+        p = self.paths
+        files = (p.uidlist, p.keywords, p.sidecar)
+        if p.attribute_dict is not None:
+            files += (p.attribute_dict,)
+        return FolderStamp.take((p.mail / "cur", p.mail / "new"), files)
+
+    def _open(self) -> None:
+        """Reuse this run's view or the stored summary while the disk is unchanged."""
+        stamp = self._take_stamp()
+        cached = self.ctx.views.get(self.paths.mail)
+        if cached is not None and cached[0].vouches_for(stamp):
+            self._stamp, plan = cached
+            self.set_plan(plan)
+            return
+        summary = Summary.load(self.paths.index / SUMMARY_NAME)
+        if summary is not None and summary.stamp.vouches_for(stamp):
+            self._stamp, self._summary = summary.stamp, summary
+            return
+        self._scan(stamp)
+
     def refresh(self) -> None:
+        stamp = self._take_stamp()
+        if self._stamp is None or not self._stamp.vouches_for(stamp):
+            self._scan(stamp)
+
+    def _scan(self, stamp: FolderStamp) -> None:
+        """Sync the folder (taking `stamp` first); remember the view unless we wrote."""
+        wrote = False
         try:
             self._ensure_subdirs()
             state = read_folder(self.paths)
@@ -83,9 +114,20 @@ class MaildirMailbox(Mailbox):
                     state = read_folder(self.paths)
                     plan = plan_sync(state, self.ctx)
                     self.apply_plan(state, plan)
+                    wrote = plan.needs_write
         except OSError as exc:
             raise storage_error(exc, f"syncing mailbox {self.vname}") from exc
         self.set_plan(plan)
+        self._stamp = None if wrote else stamp
+        if self._stamp is not None:
+            self.ctx.views[self.paths.mail] = (self._stamp, plan)
+            if self._stamp.settled:
+                self._summary_of(plan, self._stamp).save(self.paths.index / SUMMARY_NAME)
+
+    def _summary_of(self, plan: SyncPlan, stamp: FolderStamp) -> Summary:
+        return Summary(
+            stamp, self._status_of(plan), plan.tracker.log_floor, bool(plan.tracker.attrs)
+        )
 
     def _ensure_subdirs(self) -> None:
         """Missing cur/new/tmp are re-created on open, as Dovecot does."""
@@ -111,17 +153,25 @@ class MaildirMailbox(Mailbox):
 
     def set_plan(self, plan: SyncPlan) -> None:
         self._plan = plan
+        self._summary = None
         self._infos = None
 
     @property
     def plan(self) -> SyncPlan:
+        if self._plan is None:
+            self._scan(self._take_stamp())
         assert self._plan is not None
         return self._plan
 
     # -- reads --
 
     def status(self) -> MailboxStatus:
-        plan = self.plan
+        if self._plan is None and self._summary is not None:
+            return self._summary.status
+        return self._status_of(self.plan)
+
+    @staticmethod
+    def _status_of(plan: SyncPlan) -> MailboxStatus:
         assert plan.uidlist.guid is not None
         return MailboxStatus(
             guid=plan.uidlist.guid,
@@ -183,9 +233,14 @@ class MaildirMailbox(Mailbox):
         return self.paths.mail / where[0] / where[1]
 
     def changes_since(self, modseq: int) -> list[MessageChange] | None:
+        summary = self._summary if self._plan is None else None
+        if summary is not None and modseq == summary.status.highest_modseq >= summary.log_floor:
+            return []
         return self.plan.tracker.changes_since(modseq)
 
     def history_start(self) -> int:
+        if self._plan is None and self._summary is not None:
+            return self._summary.log_floor
         return self.plan.tracker.log_floor
 
     def open_message(self, uid: int) -> BinaryIO:
@@ -203,6 +258,8 @@ class MaildirMailbox(Mailbox):
         raise MailboxNotFoundError(f"Message UID={uid} is expunged in {self.vname}")
 
     def attributes(self) -> list[Attribute]:
+        if self._plan is None and self._summary is not None and not self._summary.has_attributes:
+            return []
         plan = self.plan
         found = []
         for (type_, key), meta in sorted(plan.tracker.attrs.items()):

@@ -11,6 +11,7 @@ Mailbox attributes get the same treatment: their values live in Dovecot's attrib
 from __future__ import annotations
 
 import json
+import secrets
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,10 @@ from .maildir_attributes import AttrKey, value_digest
 
 SIDECAR_NAME = "pydsync-changes"
 MAX_LOG_RECORDS = 10000
+# Other programs' changes advance highest_modseq by a random step: two sides that both
+# changed then rarely show the same value, which fast mode would take as "in sync"
+# (dsync-algorithm.md §9 pitfall 22). dsync's own writes step by one, as Dovecot's.
+_FOREIGN_STEP = 1 << 16
 _FORMAT = "pydsync-changes/1"
 
 
@@ -177,7 +182,7 @@ class ChangeTracker:
         if uid_validity != self.uid_validity or mailbox_guid != self.mailbox_guid:
             self._reset(uid_validity, mailbox_guid, current)
             return True
-        modseq = self.highest_modseq + 1
+        modseq = self._foreign_modseq()
         changed = False
         for uid in sorted(self.msgs.keys() - current.keys()):
             self.expunged(uid, modseq, dsync=False)
@@ -202,7 +207,7 @@ class ChangeTracker:
         self, uid_validity: int, mailbox_guid: bytes, current: dict[int, MessageState]
     ) -> None:
         """The folder was recreated under us: old UIDs mean nothing, the log restarts."""
-        modseq = self.highest_modseq + 1
+        modseq = self._foreign_modseq()
         self.uid_validity, self.mailbox_guid = uid_validity, mailbox_guid
         self.msgs = {
             uid: Snapshot(modseq, st.flags, st.keywords, st.guid) for uid, st in current.items()
@@ -219,7 +224,7 @@ class ChangeTracker:
             self.attrs = {k: AttrMeta(value_digest(v), 0, 0, False) for k, v in values.items()}
             self.attrs_known = True
             return
-        modseq = self.highest_modseq + 1
+        modseq = self._foreign_modseq()
         changed = False
         for key, value in values.items():
             meta = self.attrs.get(key)
@@ -233,6 +238,9 @@ class ChangeTracker:
         if changed:
             self.highest_modseq = modseq
             self._trim_tombstones()
+
+    def _foreign_modseq(self) -> int:
+        return self.highest_modseq + 1 + secrets.randbelow(_FOREIGN_STEP)
 
     # -- recording changes (dsync writes and reconcile) --
 

@@ -118,7 +118,8 @@ def _check_keywords(keywords: frozenset[str]) -> None:
 class MaildirTransaction(Transaction):
     def __init__(self, box: MaildirMailbox) -> None:
         self._box = box
-        self._start_uid_next = box.status().uid_next
+        self._start = box.status()
+        self._start_uid_next = self._start.uid_next
         self._saves: dict[int, _Save] = {}
         self._flag_ops: list[_FlagOp] = []
         self._expunges: list[int] = []
@@ -245,8 +246,10 @@ class MaildirTransaction(Transaction):
     def _is_empty(self) -> bool:
         return not (
             self._saves or self._flag_ops or self._expunges or self._moves
-            or self._uid_validity or self._guid or self._uid_next
-            or self._highest_modseq or self._first_recent_uid or self._attrs
+            or self._uid_validity or self._guid or self._attrs
+            or self._uid_next > self._start.uid_next
+            or self._highest_modseq > self._start.highest_modseq
+            or self._first_recent_uid > self._start.first_recent_uid
         )  # fmt: skip
 
     def commit(self) -> None:

@@ -1,0 +1,124 @@
+"""A folder's status without a rescan, while nothing on disk moved (`pydsync-summary`).
+
+A maildir folder can only change through its cur/ and new/ directories and its text
+files. Their stat data (the stamp) taken before a scan, stored next to what the scan
+found, answers the next open when the stamp is unchanged — as Dovecot trusts its index
+while the directories' mtimes stay put. A directory modified less than a second before
+the scan may change again within the same timestamp tick, so such a stamp is not
+trusted ("dirty", as Dovecot's maildir sync calls it). The file is a cache: a missing,
+stale or unreadable one only costs a rescan, so it is replaced atomically, not fsynced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .base import MailboxStatus
+
+SUMMARY_NAME = "pydsync-summary"
+_FORMAT = "pydsync-summary/1"
+_DIRTY_NS = 1_000_000_000  # Dovecot's MAILDIR_SYNC_SECS
+
+StatKey = tuple[int, int, int, int]  # (device, inode, size, mtime ns); zeros = missing
+
+
+def stat_key(path: Path) -> StatKey:
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return (0, 0, 0, 0)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@dataclass(frozen=True)
+class FolderStamp:
+    """Stat data of a folder's directories (`dirs`) and text files (`files`), taken at
+    `taken_ns` (wall clock, nanoseconds)."""
+
+    dirs: tuple[StatKey, ...]
+    files: tuple[StatKey, ...]
+    taken_ns: int
+
+    @classmethod
+    def take(cls, dirs: tuple[Path, ...], files: tuple[Path, ...]) -> FolderStamp:
+        taken = time.time_ns()
+        return cls(tuple(map(stat_key, dirs)), tuple(map(stat_key, files)), taken)
+
+    def same_disk(self, other: FolderStamp) -> bool:
+        return (self.dirs, self.files) == (other.dirs, other.files)
+
+    @property
+    def settled(self) -> bool:
+        """No directory was modified within a timestamp tick of the stamp."""
+        return all(key[3] + _DIRTY_NS <= self.taken_ns for key in self.dirs)
+
+    def vouches_for(self, newer: FolderStamp) -> bool:
+        """A scan made after this stamp still shows the folder at `newer`."""
+        return self.settled and self.same_disk(newer)
+
+
+@dataclass(frozen=True)
+class Summary:
+    stamp: FolderStamp
+    status: MailboxStatus
+    log_floor: int
+    has_attributes: bool
+
+    def serialize(self) -> bytes:
+        st = self.status
+        return json.dumps(
+            {
+                "format": _FORMAT,
+                "dirs": self.stamp.dirs,
+                "files": self.stamp.files,
+                "taken_ns": self.stamp.taken_ns,
+                "status": [
+                    st.guid.hex(),
+                    st.uid_validity,
+                    st.uid_next,
+                    st.messages,
+                    st.first_recent_uid,
+                    st.highest_modseq,
+                ],
+                "log_floor": self.log_floor,
+                "has_attributes": self.has_attributes,
+            }  # fmt: skip
+        ).encode()
+
+    @classmethod
+    def load(cls, path: Path) -> Summary | None:
+        try:
+            raw = json.loads(path.read_bytes())
+            if raw.get("format") != _FORMAT:
+                return None
+            guid, validity, uid_next, messages, recent, modseq = raw["status"]
+            stamp = FolderStamp(
+                tuple(_stat_key(k) for k in raw["dirs"]),
+                tuple(_stat_key(k) for k in raw["files"]),
+                int(raw["taken_ns"]),
+            )
+            status = MailboxStatus(
+                bytes.fromhex(guid), int(validity), int(uid_next), int(messages),
+                int(recent), int(modseq),
+            )  # fmt: skip
+            return cls(stamp, status, int(raw["log_floor"]), bool(raw["has_attributes"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def save(self, path: Path) -> None:
+        """Best effort: a summary that can't be written is a rescan next time."""
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_bytes(self.serialize())
+            os.replace(tmp, path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+
+
+def _stat_key(raw: object) -> StatKey:
+    dev, ino, size, mtime = raw  # type: ignore[misc]
+    return (int(dev), int(ino), int(size), int(mtime))
