@@ -76,7 +76,7 @@ class MaildirMailbox(Mailbox):
 
     def _take_stamp(self) -> FolderStamp:
         p = self.paths
-        files = (p.uidlist, p.keywords, p.sidecar)
+        files: tuple[Path, ...] = (p.uidlist, p.keywords, p.sidecar)
         if p.attribute_dict is not None:
             files += (p.attribute_dict,)
         return FolderStamp.take((p.mail / "cur", p.mail / "new"), files)

@@ -119,6 +119,6 @@ class Summary:
             tmp.unlink(missing_ok=True)
 
 
-def _stat_key(raw: object) -> StatKey:
-    dev, ino, size, mtime = raw  # type: ignore[misc]
-    return (int(dev), int(ino), int(size), int(mtime))
+def _stat_key(raw: list[int]) -> StatKey:
+    dev, ino, size, mtime = (int(v) for v in raw)
+    return (dev, ino, size, mtime)
