@@ -131,8 +131,8 @@ def test_open_maildir_and_memory(tmp_path: Path) -> None:
 
 
 def test_unknown_driver_and_unsupported_parameter(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="Unknown mail storage driver mdbox"):
-        open_storage(MailLocation("mdbox", str(tmp_path)), clock=lambda: 1.0, hostname="h")
+    with pytest.raises(UsageError, match="Unknown mail storage driver mbox"):
+        open_storage(MailLocation("mbox", str(tmp_path)), clock=lambda: 1.0, hostname="h")
     with pytest.raises(UsageError, match="INBOX"):
         location = MailLocation("maildir", str(tmp_path), {"INBOX": "/x"})
         open_storage(location, clock=lambda: 1.0, hostname="h")

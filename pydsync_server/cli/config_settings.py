@@ -56,6 +56,7 @@ ACCEPTED: dict[str, Known] = {
     "mail_privileged_group": Known(""),
     "mail_access_groups": Known(""),
     "mail_attribute_dict": Known(""),
+    "mdbox_rotate_size": Known("10M"),
     "mailbox_list_index": Known("yes"),
     "mailbox_list_index_prefix": Known(""),
     "mailbox_list_drop_noselect": Known(""),

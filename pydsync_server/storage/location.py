@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..errors import StorageError, UsageError
 from .base import Storage
@@ -45,6 +45,8 @@ SETTINGS_24 = {
     "mailbox_directory_name": "DIRNAME",
     "mailbox_root_directory_name": "MAILBOXDIR",
 }
+# Mail settings a driver reads (passed along in MailLocation.settings).
+DRIVER_SETTINGS = ("mdbox_rotate_size",)
 # Where Dovecot's autodetection looks when no location is configured; only the
 # formats we can open are tried.
 AUTODETECT = (("maildir", "~/Maildir"),)
@@ -58,6 +60,8 @@ class MailLocation:
     path: str
     params: Mapping[str, str] = field(default_factory=dict)
     utf8: bool = False
+    settings: Mapping[str, str] = field(default_factory=dict, compare=False)
+    """Mail settings the driver reads besides the location (`mdbox_rotate_size`)."""
 
     def __str__(self) -> str:
         parts = [f"{self.driver}:{self.path.replace(':', '::')}"]
@@ -158,11 +162,13 @@ def location_from_settings(settings: Mapping[str, str], env: UserEnv) -> MailLoc
         env = UserEnv(env.user, expand_home(expand_vars(home, env), env), env.environ)
     driver = settings.get("mail_driver", "")
     if driver:
-        return _location_24(driver, settings, env)
-    text = settings.get("mail_location", "")
-    if text:
-        return parse_location(text, env)
-    return autodetect(env)
+        location = _location_24(driver, settings, env)
+    elif settings.get("mail_location", ""):
+        location = parse_location(settings["mail_location"], env)
+    else:
+        location = autodetect(env)
+    wanted = {k: settings[k] for k in DRIVER_SETTINGS if k in settings}
+    return replace(location, settings=wanted) if wanted else location
 
 
 def _location_24(driver: str, settings: Mapping[str, str], env: UserEnv) -> MailLocation:
@@ -253,6 +259,34 @@ def _open_sdbox(location: MailLocation, clock: Clock, hostname: str) -> Storage:
     )
 
 
+def parse_size(text: str) -> int:
+    """A Dovecot size setting: `10M`, `512 k`, `1G`, `2048` (bytes; B/k/M/G/T, 1024-based)."""
+    match = re.fullmatch(r"\s*(\d+)\s*([bkmgt]?)b?\s*", text.lower())
+    if match is None:
+        raise UsageError(f"Invalid size: {text!r}")
+    unit: int = 1024 ** "bkmgt".index(match.group(2) or "b")
+    return int(match.group(1)) * unit
+
+
+def _open_mdbox(location: MailLocation, clock: Clock, hostname: str) -> Storage:
+    """mdbox (storage-formats.md §3): LAYOUT=fs, ALT=, `mdbox_rotate_size`."""
+    from .mdbox import MdboxStorage
+    from .mdbox_files import DEFAULT_ROTATE_SIZE
+
+    _check_params(location, SDBOX_PARAMS | {"LAYOUT"})
+    if location.params.get("LAYOUT", "fs").lower() != "fs":
+        raise UsageError("mdbox: only LAYOUT=fs is supported")
+    rotate = location.settings.get("mdbox_rotate_size", "")
+    return MdboxStorage(
+        location.path,
+        alt_root=location.params.get("ALT") or None,
+        rotate_size=parse_size(rotate) if rotate else DEFAULT_ROTATE_SIZE,
+        utf8_names=location.utf8,
+        clock=clock,
+        hostname=hostname,
+    )
+
+
 def _open_memory(location: MailLocation, clock: Clock, hostname: str) -> Storage:
     """An empty in-memory store: for tests only (nothing survives the process)."""
     from .memory import MemoryStorage
@@ -263,7 +297,12 @@ def _open_memory(location: MailLocation, clock: Clock, hostname: str) -> Storage
 
 def default_drivers() -> dict[str, DriverFactory]:
     """The drivers `open_storage` knows unless given others."""
-    return {"maildir": _open_maildir, "memory": _open_memory, "sdbox": _open_sdbox}
+    return {
+        "maildir": _open_maildir,
+        "mdbox": _open_mdbox,
+        "memory": _open_memory,
+        "sdbox": _open_sdbox,
+    }
 
 
 def open_storage(

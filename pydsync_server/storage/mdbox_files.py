@@ -1,0 +1,322 @@
+"""The m.N files of an mdbox store (storage-formats.md §3.1, §3.2, §2.8): reading the
+record a map entry points at (primary storage, then alt), writing new records the way
+Dovecot places them, and a cache of file walks.
+
+Writers take `flock(LOCK_EX|LOCK_NB)` on an m.N before appending and hold it until the
+map is committed, as Dovecot does; new files are written as `.temp.*` and linked to
+`m.<file_id>` once the map lock is held. Readers take no lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import MailError, StorageError
+from . import dbox_file as dbox
+from .mdbox_map import LockedMap, MapRecord, MapView
+
+DEFAULT_ROTATE_SIZE = 10 * 1024 * 1024  # mdbox_rotate_size default (§0.3)
+_FILE_NAME = re.compile(r"m\.([1-9][0-9]{0,9})")
+_WALK_CACHE = 256
+
+
+def file_name(file_id: int) -> str:
+    return f"m.{file_id}"
+
+
+def parse_file_name(name: str) -> int | None:
+    """The file_id of an `m.<decimal>` name; None for anything else (§3.6 step 2)."""
+    match = _FILE_NAME.fullmatch(name)
+    return int(match.group(1)) if match else None
+
+
+def _oserror(exc: OSError, what: str) -> StorageError:
+    mail_error = MailError.NOQUOTA if exc.errno in (28, 122) else MailError.TEMP
+    return StorageError(f"{what} failed: {exc.strerror or exc}", mail_error)
+
+
+class MdboxFiles:
+    """The primary `storage/` directory and, with `:ALT=`, the alt one."""
+
+    def __init__(
+        self,
+        storage_dir: Path,
+        alt_dir: Path | None,
+        rotate_size: int,
+        hostname: str,
+        clock: Callable[[], float],
+    ) -> None:
+        self.dir = storage_dir
+        self.alt_dir = alt_dir
+        self.rotate_size = max(rotate_size, 1)
+        self.hostname = hostname
+        self.clock = clock
+        self._walks: dict[Path, tuple[tuple[int, int, int], dbox.Walk]] = {}
+
+    def path(self, file_id: int) -> Path:
+        """Where m.<file_id> is: primary, else alt; the primary path when in neither."""
+        primary = self.dir / file_name(file_id)
+        if self.alt_dir is not None and not primary.exists():
+            alt = self.alt_dir / file_name(file_id)
+            if alt.exists():
+                return alt
+        return primary
+
+    def file_ids(self) -> dict[int, Path]:
+        """Every m.N on disk; a primary file wins over an alt file of the same id."""
+        found: dict[int, Path] = {}
+        for directory in [d for d in (self.alt_dir, self.dir) if d is not None]:
+            try:
+                names = os.listdir(directory)
+            except FileNotFoundError:
+                continue
+            for name in names:
+                file_id = parse_file_name(name)
+                if file_id is not None:
+                    found[file_id] = directory / name
+        return found
+
+    def walk(self, file_id: int, *, recover: bool = False) -> dbox.Walk:
+        """The records of m.<file_id>, cached while the file is unchanged."""
+        path = self.path(file_id)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise StorageError(f"mdbox file {path} is missing", MailError.NOTFOUND) from None
+        key = (st.st_ino, st.st_size, st.st_mtime_ns)
+        cached = self._walks.get(path)
+        if cached is not None and cached[0] == key and not recover:
+            return cached[1]
+        walk = dbox.read_file(path, recover=recover)
+        if not recover:
+            if len(self._walks) >= _WALK_CACHE:
+                self._walks.pop(next(iter(self._walks)))
+            self._walks[path] = (key, walk)
+        return walk
+
+    def metadata(self, rec: MapRecord) -> dbox.Record:
+        """The record a map entry points at, from the file's walk; DboxCorruptError when
+        the file does not hold a complete record of exactly that size there."""
+        walk = self.walk(rec.file_id)
+        for found in walk.records:
+            if found.offset == rec.offset:
+                if found.size != rec.size:
+                    break
+                return found
+        path = str(self.path(rec.file_id))
+        if walk.errors and walk.errors[0].offset <= rec.offset + rec.size:
+            raise dbox.DboxCorruptError(walk.errors[0].reason, walk.errors[0].offset, path)
+        raise dbox.DboxCorruptError(
+            f"map points to offset {rec.offset} size {rec.size}, not a record", rec.offset, path
+        )
+
+    def read(self, rec: MapRecord) -> tuple[dbox.Record, bytes]:
+        """The record and message bytes a map entry points at."""
+        path = self.path(rec.file_id)
+        try:
+            with open(path, "rb") as f:
+                header = dbox.parse_file_header(f.read(dbox.MAX_HEADER_LINE), str(path))
+                return dbox.read_message(f, rec.offset, rec.size, header.msg_header_size, str(path))
+        except FileNotFoundError:
+            raise StorageError(
+                f"mdbox file {path} is missing (map_uid {rec.map_uid})", MailError.NOTFOUND
+            ) from None
+        except OSError as exc:
+            raise _oserror(exc, f"reading {path}") from exc
+
+    def new_writer(self, view: MapView, *, append: bool = True) -> FileWriter:
+        """A writer for new records; `append=False` never appends to an existing file."""
+        return FileWriter(self, view, append)
+
+
+@dataclass
+class _Target:
+    """Where some new records go: an existing, flocked m.N or a new temp file."""
+
+    directory: Path
+    file_id: int = 0  # 0 = a new file, named at assign()
+    fd: int = -1
+    start: int = 0  # file size before this write (existing file)
+    temp: Path | None = None
+    records: list[bytes] = field(default_factory=list)
+    size: int = 0
+
+
+class FileWriter:
+    """New records of one transaction: `add()` them, `write()` the data, `assign()` file
+    ids under the map lock, `finish()` to release locks (or `abort()` to undo)."""
+
+    def __init__(self, files: MdboxFiles, view: MapView, append: bool = True) -> None:
+        self._files = files
+        self._view = view
+        self._append = append
+        self._targets: list[_Target] = []
+        self._where: list[tuple[int, int]] = []  # per record: (target index, offset)
+        self.highest_file_id = 0  # after assign(): the highest file_id it gave out
+
+    def __bool__(self) -> bool:
+        return bool(self._where)
+
+    def add(self, record: bytes, *, directory: Path | None = None) -> int:
+        """Queue an encoded record (dbox_file.encode_record); its index."""
+        target = self._target_for(len(record), directory or self._files.dir)
+        offset = target.start + target.size
+        if target.file_id == 0 and target.size == 0:
+            header = dbox.FileHeader(create_stamp=int(self._files.clock())).encode()
+            target.records.append(header)
+            target.size = len(header)
+            offset = target.size
+        target.records.append(record)
+        target.size += len(record)
+        self._where.append((self._targets.index(target), offset))
+        return len(self._where) - 1
+
+    def _target_for(self, size: int, directory: Path) -> _Target:
+        rotate = self._files.rotate_size
+        for target in self._targets:
+            if target.directory == directory and target.start + target.size + size <= rotate:
+                return target
+        if self._append and not self._targets and directory == self._files.dir:
+            existing = self._appendable(size)
+            if existing is not None:
+                self._targets.append(existing)
+                return existing
+        target = _Target(directory)
+        self._targets.append(target)
+        return target
+
+    def _appendable(self, size: int) -> _Target | None:
+        """The newest m.N, if a record of `size` fits and it may be appended to (§3.2)."""
+        ends = self._view.file_ends()
+        if not ends:
+            return None
+        file_id = max(ends)
+        path = self._files.dir / file_name(file_id)
+        if ends[file_id] + size >= self._files.rotate_size:
+            return None
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except OSError:
+            return None  # in alt storage, or gone: start a new file
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            header = dbox.parse_file_header(os.pread(fd, dbox.MAX_HEADER_LINE, 0))
+            if header.appendable and os.fstat(fd).st_size == ends[file_id]:
+                return _Target(self._files.dir, file_id, fd, ends[file_id])
+        except (OSError, StorageError):
+            pass  # locked by another writer, or not ending where the map says
+        os.close(fd)
+        return None
+
+    def write(self) -> None:
+        """Write every queued record to disk (fsync'ed); nothing is visible yet."""
+        for target in self._targets:
+            data = b"".join(target.records)
+            try:
+                if target.fd >= 0:
+                    _pwrite_all(target.fd, data, target.start)
+                    os.fsync(target.fd)
+                else:
+                    target.directory.mkdir(parents=True, exist_ok=True)
+                    target.temp = target.directory / dbox.temp_name(self._files.hostname)
+                    target.fd = os.open(target.temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+                    _pwrite_all(target.fd, data, 0)
+                    os.fsync(target.fd)
+            except OSError as exc:
+                raise _oserror(exc, f"writing to {target.directory}") from exc
+
+    def assign(self, locked: LockedMap) -> list[tuple[int, int, int]]:
+        """Name new files m.<id> (the map is locked); (file_id, offset, size) per record,
+        in the order added. `highest_file_id` is then the map header's new value."""
+        ids = self._files.file_ids()
+        next_id = max([locked.view.highest_file_id, *ids]) + 1
+        for target in self._targets:
+            if target.file_id == 0 and target.temp is not None:
+                while True:
+                    final = target.directory / file_name(next_id)
+                    try:
+                        os.link(target.temp, final)
+                        break
+                    except FileExistsError:
+                        next_id += 1
+                    except OSError as exc:
+                        raise _oserror(exc, f"creating {final}") from exc
+                target.file_id = next_id
+                os.unlink(target.temp)
+                target.temp = None
+                dbox.fsync_dir(str(target.directory))
+                next_id += 1
+        self.highest_file_id = next_id - 1
+        return [
+            (self._targets[t].file_id, offset, self._size(t, offset)) for t, offset in self._where
+        ]
+
+    def _size(self, target_index: int, offset: int) -> int:
+        target = self._targets[target_index]
+        pos = target.start if target.start else 0
+        for chunk in target.records:
+            if pos == offset:
+                return len(chunk)
+            pos += len(chunk)
+        raise AssertionError("record offset not found")
+
+    def finish(self) -> None:
+        """Release the locks (the map now knows the records)."""
+        for target in self._targets:
+            if target.fd >= 0:
+                os.close(target.fd)
+                target.fd = -1
+
+    def abort(self) -> None:
+        """Undo: cut appended files back, remove temp files and unreferenced new files."""
+        for target in self._targets:
+            try:
+                if target.fd >= 0 and target.start:
+                    os.ftruncate(target.fd, target.start)
+                if target.temp is not None:
+                    target.temp.unlink(missing_ok=True)
+                elif target.start == 0 and target.file_id:
+                    (target.directory / file_name(target.file_id)).unlink(missing_ok=True)
+            except OSError:
+                pass
+        self.finish()
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
+
+
+class GuidIndex:
+    """Message GUID -> the live stored copy, so a message saved again (into another
+    mailbox) is referenced instead of stored twice (one copy per GUID, §3.5)."""
+
+    def __init__(self, files: MdboxFiles) -> None:
+        self._files = files
+
+    def lookup(self, view: MapView) -> dict[str, tuple[MapRecord, dbox.Record]]:
+        """Every message the map holds with a refcount above zero, by GUID. Files that
+        can't be read contribute nothing (their messages are then stored again)."""
+        by_file: dict[int, list[MapRecord]] = {}
+        for rec in view.records.values():
+            if rec.refcount > 0:
+                by_file.setdefault(rec.file_id, []).append(rec)
+        found: dict[str, tuple[MapRecord, dbox.Record]] = {}
+        for file_id, recs in by_file.items():
+            try:
+                walk = self._files.walk(file_id)
+            except StorageError:
+                continue
+            at = {r.offset: r for r in walk.records}
+            for rec in recs:
+                record = at.get(rec.offset)
+                if record is not None and record.size == rec.size and record.metadata.guid:
+                    found.setdefault(record.metadata.guid, (rec, record))
+        return found

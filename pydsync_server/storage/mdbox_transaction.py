@@ -1,0 +1,254 @@
+"""Writes to one mdbox mailbox, made visible together by commit() (storage-formats.md
+§3.2, §3.5, §3.7).
+
+commit() follows Dovecot's order so a crash leaks space but never loses mail: the new
+records are written to m.N files (flocked) or temp files first; then, under the map
+lock, new files get their ids and the map its records (refcount 1) and the +1s of
+messages stored once and shared by GUID; then the mailbox index transaction (dsync's,
+`sync` records) under the mailbox log lock; last, the -1s of expunged messages.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..errors import MailboxNotFoundError, MailError, StorageError
+from . import dbox_file as dbox
+from .attributes import check_attribute
+from .base import NewMessage, Transaction, guid128
+from .maildir_attributes import AttrKey
+from .mdbox_commit import IndexCommit, NewRecord
+from .mdbox_map import MapChanges, MapRecord
+
+if TYPE_CHECKING:
+    from .mdbox_mailbox import MdboxMailbox
+
+_CHUNK = 1 << 16
+
+
+@dataclass
+class _Save:
+    message: NewMessage  # body emptied: the bytes are in `data`
+    data: bytes
+    metadata: dbox.Metadata
+    shared: MapRecord | None = None  # an identical message already stored
+    writer_index: int = -1
+
+
+@dataclass
+class FlagOp:
+    uid: int
+    add: int
+    remove: int
+    add_keywords: frozenset[str]
+    remove_keywords: frozenset[str]
+    min_modseq: int
+
+
+@dataclass
+class Ops:
+    """Everything a transaction asks for, as handed to the index commit."""
+
+    flag_ops: list[FlagOp] = field(default_factory=list)
+    expunges: list[int] = field(default_factory=list)
+    moves: dict[int, int] = field(default_factory=dict)
+    uid_validity: int = 0
+    guid: bytes | None = None
+    uid_next: int = 0
+    highest_modseq: int = 0
+    first_recent_uid: int = 0
+    attributes: dict[AttrKey, tuple[str | None, int]] = field(default_factory=dict)
+
+
+def check_keywords(keywords: frozenset[str]) -> None:
+    for kw in keywords:
+        if not kw or any(c in kw for c in "\r\n\x00 \t"):
+            raise StorageError(f"Invalid keyword: {kw!r}", MailError.PARAMS)
+
+
+class MdboxTransaction(Transaction):
+    def __init__(self, box: MdboxMailbox) -> None:
+        self._box = box
+        self._start_uid_next = box.state.next_uid
+        self._saves: dict[int, _Save] = {}
+        self.ops = Ops()
+        self._closed = False
+
+    # -- recording --
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageError("Transaction already finished", MailError.NOTPOSSIBLE)
+
+    def _check_new_uid(self, uid: int) -> None:
+        taken = uid in self._saves or uid in self.ops.moves.values()
+        if uid < self._start_uid_next or taken or not 0 < uid < 0xFFFFFFFF:
+            raise StorageError(f"UID {uid} is not free for saving", MailError.NOTPOSSIBLE)
+
+    def save(self, message: NewMessage) -> None:
+        self._check_open()
+        self._check_new_uid(message.uid)
+        check_keywords(message.keywords)
+        chunks = []
+        while chunk := message.body.read(_CHUNK):
+            chunks.append(chunk)
+        data = b"".join(chunks)
+        guid = message.guid or self._box.ctx.new_guid().hex()
+        # Bodies are kept byte for byte (Dovecot reads CRLF bodies as they are, §2.3).
+        meta = dbox.Metadata(
+            guid=guid,
+            received_date=message.received_date or int(self._box.ctx.clock()),
+            virtual_size=dbox.virtual_size(data),
+            pop3_uidl=message.pop3_uidl,
+            pop3_order=message.pop3_order,
+            orig_mailbox=self._box.storage_name,
+        )
+        meta.encode()  # refuse unstorable metadata now, not at commit
+        kept = NewMessage(
+            message.uid, guid, io.BytesIO(), message.flags, message.keywords,
+            message.received_date, message.saved_date, message.min_modseq,
+            message.pop3_uidl, message.pop3_order,
+        )  # fmt: skip
+        self._saves[message.uid] = _Save(kept, data, meta)
+
+    def update_flags(
+        self,
+        uid: int,
+        add_flags: int = 0,
+        remove_flags: int = 0,
+        add_keywords: frozenset[str] = frozenset(),
+        remove_keywords: frozenset[str] = frozenset(),
+        min_modseq: int = 0,
+    ) -> None:
+        self._check_open()
+        check_keywords(add_keywords)
+        op = FlagOp(uid, add_flags, remove_flags, add_keywords, remove_keywords, min_modseq)
+        self.ops.flag_ops.append(op)
+
+    def expunge(self, uid: int) -> None:
+        self._check_open()
+        self.ops.expunges.append(uid)
+
+    def move(self, uid: int, new_uid: int) -> None:
+        self._check_open()
+        self._check_new_uid(new_uid)
+        self.ops.moves[uid] = new_uid
+
+    def set_uid_validity(self, uid_validity: int) -> None:
+        self._check_open()
+        if not 0 < uid_validity <= 0xFFFFFFFF:
+            raise StorageError(f"Invalid UIDVALIDITY {uid_validity}", MailError.PARAMS)
+        self.ops.uid_validity = uid_validity
+
+    def set_guid(self, guid: bytes) -> None:
+        self._check_open()
+        if len(guid) != 16 or guid == bytes(16):
+            raise StorageError("Invalid mailbox GUID", MailError.PARAMS)
+        self.ops.guid = guid
+
+    def raise_uid_next(self, uid_next: int) -> None:
+        self._check_open()
+        if not 0 < uid_next <= 0xFFFFFFFF:
+            raise StorageError("UIDNEXT out of range", MailError.PARAMS)
+        self.ops.uid_next = max(self.ops.uid_next, uid_next)
+
+    def raise_highest_modseq(self, modseq: int) -> None:
+        self._check_open()
+        self.ops.highest_modseq = max(self.ops.highest_modseq, modseq)
+
+    def raise_first_recent_uid(self, uid: int) -> None:
+        self._check_open()
+        self.ops.first_recent_uid = max(self.ops.first_recent_uid, uid)
+
+    def set_attribute(self, type: str, key: str, value: str | None, last_change: int) -> None:
+        self._check_open()
+        check_attribute(type, key)
+        self.ops.attributes[type, key] = (value, last_change)
+
+    def rollback(self) -> None:
+        self._closed = True
+        self._saves.clear()
+
+    # -- commit --
+
+    def commit(self) -> None:
+        self._check_open()
+        self._closed = True
+        box = self._box
+        if not box.paths.log.exists():
+            raise MailboxNotFoundError(f"Mailbox doesn't exist: {box.vname}")
+        saves = [self._saves[uid] for uid in sorted(self._saves)]
+        new_map_uids = self._store_messages(saves)
+        records = [
+            NewRecord(
+                s.message,
+                map_uid,
+                guid128(s.message.guid),
+                s.message.saved_date or int(box.ctx.clock()),
+            )  # fmt: skip
+            for s, map_uid in zip(saves, new_map_uids, strict=True)
+        ]
+        try:
+            released = IndexCommit(box, records, self.ops).run()
+        except BaseException:
+            self._unref(new_map_uids)  # the mailbox never referenced them
+            raise
+        self._unref(released)
+
+    def _store_messages(self, saves: list[_Save]) -> list[int]:
+        """Write new records and reference them in the map; the map_uid of each save."""
+        if not saves:
+            return []
+        ctx = self._box.ctx
+        view = ctx.map.ensure()
+        shared = ctx.guid_index.lookup(view)
+        writer = ctx.files.new_writer(view)
+        for s in saves:
+            found = shared.get(s.metadata.guid)
+            if found is not None and _same_message(found, s):
+                s.shared = found[0]
+            else:
+                s.writer_index = writer.add(dbox.encode_record(s.data, s.metadata))
+        try:
+            writer.write()
+            with ctx.map.locked() as locked:
+                gone = [
+                    s for s in saves if s.shared and s.shared.map_uid not in locked.view.records
+                ]
+                if gone:
+                    raise StorageError("a shared message was purged meanwhile; retry")
+                locations = writer.assign(locked) if writer else []
+                changes = MapChanges(new=locations, highest_file_id=writer.highest_file_id)
+                for s in saves:
+                    if s.shared is not None:
+                        changes.ref(s.shared.map_uid, +1)
+                new_uids = locked.commit(changes)
+        except BaseException:
+            writer.abort()
+            raise
+        writer.finish()
+        return [s.shared.map_uid if s.shared else new_uids[s.writer_index] for s in saves]
+
+    def _unref(self, map_uids: list[int]) -> None:
+        if not map_uids:
+            return
+        changes = MapChanges()
+        for map_uid in map_uids:
+            changes.ref(map_uid, -1)
+        with self._box.ctx.map.locked() as locked:
+            locked.commit(changes)
+
+
+def _same_message(found: tuple[MapRecord, dbox.Record], save: _Save) -> bool:
+    """Share a stored copy only when it is surely the same message: same GUID, size,
+    received date and POP3 fields (a GUID alone may be reused by a broken peer)."""
+    _, rec = found
+    meta = rec.metadata
+    return (
+        rec.body_size == len(save.data)
+        and meta.received_date == save.metadata.received_date
+        and meta.pop3_uidl == save.metadata.pop3_uidl
+        and meta.pop3_order == save.metadata.pop3_order
+    )
