@@ -122,3 +122,14 @@ def test_lf_vsize_c_equals_pure(data: bytes) -> None:
     assert C is not None
     assert C.lf_vsize(data) == PURE.lf_vsize(data)
     assert PURE.lf_vsize(data) == (dbox.to_lf(data), dbox.virtual_size(dbox.to_lf(data)))
+
+
+@pytest.mark.parametrize("pure", ["1", ""])
+def test_version_names_the_live_implementation(pure: str) -> None:
+    env = dict(os.environ, PYDSYNC_PUREPYTHON=pure)
+    out = subprocess.run(
+        [sys.executable, "-m", "pydsync_server", "--version"], env=env, capture_output=True
+    )
+    assert out.returncode == 0, out.stderr
+    expected = "python" if pure or C is None else "c"
+    assert out.stdout.decode().strip().endswith(f"(native: {expected})")

@@ -209,7 +209,9 @@ def main(
 def _run(args: list[str], out: BinaryIO, err: TextIO, env: dict[str, str]) -> int:
     parsed, rest = getopt(PROG, args, GLOBAL_OPTIONS, permute=False, usage=usage_text())
     if parsed.flag("version"):
-        out.write(f"{PROG} {__version__}\n".encode())
+        from .. import _native  # which fast path is live: the C module or its pure twin
+
+        out.write(f"{PROG} {__version__} (native: {_native.IMPLEMENTATION})\n".encode())
         return ExitCode.OK
     if parsed.flag("help"):
         out.write((usage_text() + "\n").encode())
