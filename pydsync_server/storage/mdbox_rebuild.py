@@ -201,8 +201,9 @@ def _plan_box(
     for uid in sorted(state.messages):
         msg = state.messages[uid]
         raw_guid = state.record_data(msg, GUID.name) or b""
-        target = by_guid.get(raw_guid) if raw_guid.strip(b"\0") else None
-        if target is None:
+        if raw_guid.strip(b"\0"):
+            target = by_guid.get(raw_guid)
+        else:  # no GUID in the index: the old map location, if a record still sits there
             target = by_loc.get(old_locs.get(box_record(state, msg)[0], (0, 0, 0)))
         if target is None:
             problems.append(f"{vname}: UID {uid} lost (its message is in no m.N file)")
