@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ..errors import UsageError
-from ..storage.location import MailLocation, UserEnv, parse_location
+from ..storage.location import MailLocation, UserEnv, parse_location, with_driver_settings
 from ..transport.process import SERVER_WORD, build_remote_argv
 
 # dsync-algorithm.md §0.2 (Dovecot 2.3 default).
@@ -96,7 +96,7 @@ def _scheme(dest: str, user: UserEnv, settings: Mapping[str, str]) -> Destinatio
         if colon and not port.isdigit():
             raise UsageError(f"Invalid port in destination: {dest}")
         return TcpDestination(host or rest, int(port) if colon else None, scheme == "tcps")
-    return LocalDestination(parse_location(dest, user))
+    return LocalDestination(with_driver_settings(parse_location(dest, user), settings))
 
 
 def remote_cmd(settings: Mapping[str, str], *, host: str, login: str, user: str) -> list[str]:

@@ -27,9 +27,9 @@ class Owner:
 
 
 def store_paths(location: MailLocation) -> list[Path]:
-    """The directories a store writes under: its root, and CONTROL/INDEX when apart."""
+    """The directories a store writes under: its root, and CONTROL/INDEX/ALT when apart."""
     paths = [Path(location.path)]
-    for key in ("CONTROL", "INDEX"):
+    for key in ("CONTROL", "INDEX", "ALT"):
         value = location.params.get(key)
         if value and value.upper() != "MEMORY":
             paths.append(Path(value))

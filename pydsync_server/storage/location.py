@@ -167,6 +167,11 @@ def location_from_settings(settings: Mapping[str, str], env: UserEnv) -> MailLoc
         location = parse_location(settings["mail_location"], env)
     else:
         location = autodetect(env)
+    return with_driver_settings(location, settings)
+
+
+def with_driver_settings(location: MailLocation, settings: Mapping[str, str]) -> MailLocation:
+    """The location carrying the mail settings its driver reads (DRIVER_SETTINGS)."""
     wanted = {k: settings[k] for k in DRIVER_SETTINGS if k in settings}
     return replace(location, settings=wanted) if wanted else location
 
