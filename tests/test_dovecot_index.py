@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pydsync_server.storage.base import MessageChange
 from pydsync_server.storage.dovecot_index import (
@@ -285,3 +287,60 @@ def test_fixture_copy_is_independent(tmp_path: Path) -> None:
     before = sorted(os.listdir(tmp_path / "box"))
     read_index(IndexPaths(tmp_path / "box"))
     assert sorted(os.listdir(tmp_path / "box")) == before
+
+
+# -- a model of what the log says ------------------------------------------------------
+
+KWS = ["a", "b", "$Label1", "Été"]
+OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("append"), st.integers(0, 0x1F)),
+        st.tuples(st.just("flags"), st.integers(0, 9), st.integers(0, 0x1F), st.integers(0, 0x1F)),
+        st.tuples(st.just("kw"), st.integers(0, 9), st.sampled_from(KWS), st.booleans()),
+        st.tuples(st.just("expunge"), st.integers(0, 9)),
+        st.tuples(st.just("modseq"), st.integers(0, 9), st.integers(1, 1 << 40)),
+    ),
+    max_size=25,
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(ops=OPS)
+def test_replay_matches_a_model(tmp_path_factory: pytest.TempPathFactory, ops: list[tuple]) -> None:
+    """Any sequence of client transactions reads back as a simple model says: flags,
+    keywords, next_uid, and modseqs that only grow (§6.5 step 4)."""
+    paths = new_index(tmp_path_factory.mktemp("idx"))
+    model: dict[int, tuple[int, frozenset[str]]] = {}
+    next_uid, last_highest = 1, 0
+    for op in ops:
+        t = Transaction()
+        uids = sorted(model)
+        if op[0] == "append":
+            t.append([(next_uid, op[1])])
+            model[next_uid] = (op[1], frozenset())
+            next_uid += 1
+        elif uids and op[0] == "flags":
+            uid = uids[op[1] % len(uids)]
+            t.flag_update(uid, uid, op[2], op[3])
+            flags, kws = model[uid]
+            model[uid] = ((flags & ~op[3]) | op[2], kws)
+        elif uids and op[0] == "kw":
+            uid = uids[op[1] % len(uids)]
+            t.keyword_update(op[2], op[3], [uid])
+            flags, kws = model[uid]
+            model[uid] = (flags, kws | {op[2]} if op[3] else kws - {op[2]})
+        elif uids and op[0] == "expunge":
+            uid = uids[op[1] % len(uids)]
+            t.expunge_guid([(uid, bytes(16))])
+            del model[uid]
+        elif uids and op[0] == "modseq":
+            t.modseq_update([(uids[op[1] % len(uids)], op[2])])
+        if t:
+            commit(paths, t)
+        state = read_index(paths).state
+        assert {u: (m.flags, m.keywords) for u, m in state.messages.items()} == model
+        assert state.next_uid == next_uid and state.modseq >= last_highest
+        assert all(state.message_modseq(m) <= state.modseq for m in state.messages.values())
+        last_highest = state.modseq
