@@ -21,7 +21,7 @@ from pydsync_server.plugins import hookimpl, hookspecs
 from pydsync_server.plugins.facade import Hooks
 from pydsync_server.plugins.manager import build_plugin_manager
 from pydsync_server.protocol.items import Handshake, Item
-from pydsync_server.storage.location import UserEnv
+from pydsync_server.storage.location import UserEnv, default_drivers
 from pydsync_server.storage.memory import MemoryStorage
 
 MAN = Path(__file__).resolve().parent.parent / "man" / "pydsync-hooks.7"
@@ -75,7 +75,9 @@ def test_man_page_renders_without_warnings() -> None:
 
 def test_builtins_only() -> None:
     hooks = hooks_with()
-    assert set(hooks.storage_drivers()) == {"maildir", "memory"}
+    # the built-in registry, nothing more (maildir, memory and the dbox drivers)
+    assert set(hooks.storage_drivers()) == set(default_drivers())
+    assert {"maildir", "memory", "sdbox"} <= set(default_drivers())
     assert not hooks.has_userdb and not hooks.can_iterate_users
     assert hooks.userdb_lookup("ann", {}) is None
 
