@@ -9,6 +9,7 @@ records (purge) and expunged records.
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,6 +23,8 @@ from .dovecot_index import (
     IndexPaths,
     IndexState,
     LockedLog,
+    LogFile,
+    LogFormatError,
     Transaction,
     create_log,
     locked_log,
@@ -97,18 +100,85 @@ def view_from_state(state: IndexState, problem: str | None = None) -> MapView:
     return MapView(True, state.uid_validity, highest, rebuilds, state.next_uid, records, problem)
 
 
+class MapCache:
+    """The last map read, brought up to date by replaying only the records appended
+    since: the log is append-only until it is replaced (another inode or header) or
+    Dovecot writes a new `dovecot.map.index` snapshot. A map of many messages is read
+    at every mailbox refresh and commit, so a full replay each time would dominate."""
+
+    def __init__(self, paths: IndexPaths) -> None:
+        self.paths = paths
+        self._key: tuple[object, ...] | None = None
+        self._end = 0
+        self._state: IndexState | None = None
+        self._view: MapView | None = None
+
+    def _file_key(self, data: bytes) -> tuple[object, ...] | None:
+        try:
+            log = os.stat(self.paths.log)
+        except FileNotFoundError:
+            return None
+        try:
+            index = os.stat(self.paths.index)
+            snapshot: tuple[int, ...] = (index.st_ino, index.st_size, index.st_mtime_ns)
+        except FileNotFoundError:
+            snapshot = ()
+        return (log.st_ino, data[:40], snapshot)
+
+    def read(self, data: bytes | None = None) -> tuple[IndexState, MapView] | None:
+        """(state, view) of the map; None when there is none. `data`: the log bytes
+        when read through a locked descriptor."""
+        if data is None:
+            try:
+                data = self.paths.log.read_bytes()
+            except FileNotFoundError:
+                data = None
+        key = self._file_key(data) if data is not None else None
+        if key is not None and data is not None and key == self._key and self._advance(data):
+            assert self._state is not None and self._view is not None
+            return self._state, self._view
+        view = read_index(self.paths, data)
+        if not view.exists:
+            self._key = None
+            return None
+        self._state, self._end = view.state, view.log_end
+        self._view = view_from_state(view.state, view.problem)
+        self._key = key if view.problem is None else None
+        return self._state, self._view
+
+    def _advance(self, data: bytes) -> bool:
+        """Replay what was appended since the cached read; False: read it all again."""
+        assert self._state is not None
+        if len(data) < self._end:
+            return False
+        if len(data) == self._end:
+            return True
+        log = LogFile.parse(data, str(self.paths.log))
+        end = self._end
+        try:
+            for rec in log.records(self._end):
+                self._state.apply(rec, log.header.minor_version)
+                end = rec.end
+        except LogFormatError:
+            self._key = None
+            return False
+        if end != self._end:
+            self._end = end
+            self._view = view_from_state(self._state)
+        return True
+
+
 class MdboxMap:
     """The map of one storage directory (`<root>/storage`)."""
 
     def __init__(self, storage_dir: Path, clock: Callable[[], float]) -> None:
         self.paths = IndexPaths(storage_dir, MAP_PREFIX)
         self._clock = clock
+        self.cache = MapCache(self.paths)
 
     def read(self) -> MapView:
-        view = read_index(self.paths)
-        if not view.exists:
-            return MapView(False)
-        return view_from_state(view.state, view.problem)
+        found = self.cache.read()
+        return found[1] if found is not None else MapView(False)
 
     def create(self, uid_validity: int = 0, highest_file_id: int = 0, rebuilds: int = 0) -> bool:
         """Write a new, empty map (§3.7); False when one appeared meanwhile."""
@@ -135,7 +205,7 @@ class MdboxMap:
         self.ensure()
         try:
             with locked_log(self.paths.log) as log:
-                yield LockedMap(log, self.paths)
+                yield LockedMap(log, self.cache)
         except FileNotFoundError as exc:
             raise StorageError(f"map index {self.paths.log} vanished") from exc
 
@@ -143,11 +213,17 @@ class MdboxMap:
 class LockedMap:
     """The map while its log is locked: read it, commit changes to it."""
 
-    def __init__(self, log: LockedLog, paths: IndexPaths) -> None:
+    def __init__(self, log: LockedLog, cache: MapCache) -> None:
         self.log = log
-        self.paths = paths
-        self.state = read_index(paths, log.data).state
-        self.view = view_from_state(self.state)
+        self.paths = cache.paths
+        self._cache = cache
+        self._reload()
+
+    def _reload(self) -> None:
+        found = self._cache.read(self.log.data)
+        if found is None:
+            raise StorageError(f"map index {self.paths.log} is empty")
+        self.state, self.view = found
 
     def commit(self, changes: MapChanges) -> list[int]:
         """Write one transaction; the map_uids given to `changes.new`, in order."""
@@ -177,8 +253,7 @@ class LockedMap:
             # Purge's expunges carry zero GUIDs (§3.5, observed).
             t.expunge_guid([(uid, bytes(16)) for uid in sorted(changes.expunged)])
         self.log.append(t)
-        self.state = read_index(self.paths, self.log.data).state
-        self.view = view_from_state(self.state)
+        self._reload()
         return uids
 
     def _ref_changes(self, refs: dict[int, int]) -> list[tuple[int, int]]:
@@ -199,5 +274,4 @@ class LockedMap:
         t.ext_intro(MAP, self.state)
         t.ext_hdr_update(0, MAP_HDR.pack(highest_file_id, rebuild_count))
         self.log.append(t)
-        self.state = read_index(self.paths, self.log.data).state
-        self.view = view_from_state(self.state)
+        self._reload()
