@@ -24,15 +24,30 @@ from test_interop_sdbox import (
     server_destination,
 )
 
+from pydsync_server.storage.mdbox import MdboxStorage
+
 pytestmark = pytest.mark.dovecot
 
 MDBOX = "mdbox:~/mdbox"
 FIXTURE = Path(__file__).parent / "data" / "fixtures" / "dovecot-2.3.19" / "mdbox"
 
 
+def stored_copies(home: Path) -> tuple[int, int]:
+    """(map records, messages in all mailboxes) of an mdbox under `home`."""
+    storage = MdboxStorage(home / "mdbox")
+    records = len(storage.ctx.map.read().records)
+    messages = sum(
+        len(storage.open_mailbox(e.vname).messages())
+        for e in storage.list_mailboxes()
+        if e.guid is not None
+    )
+    return records, messages
+
+
 def test_doveadm_backup_into_pydsync_mdbox(dovecot_env: DovecotEnv) -> None:
     src, dst = dovecot_env.user("src"), dovecot_env.user("dst", location=MDBOX)
     fill(src)
+    src.doveadm("copy", "Archive/2024", "mailbox", "INBOX", "uid", "1:3")  # same GUIDs
     destination = server_destination(dovecot_env, dst, MDBOX)
     for step in range(2):
         proc = src.backup(destination, check=False)
@@ -40,6 +55,8 @@ def test_doveadm_backup_into_pydsync_mdbox(dovecot_env: DovecotEnv) -> None:
         assert_same(dovecot_snapshot(src), clean_snapshot(dst.home, MDBOX))
         assert not list(dst.home.rglob("dovecot.index")), "pydsync wrote a dovecot.index"
         if step == 0:
+            records, messages = stored_copies(dst.home)
+            assert records == messages - 3  # the copies share the stored message
             change(src)
 
 

@@ -296,27 +296,45 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
 
 class GuidIndex:
     """Message GUID -> the live stored copy, so a message saved again (into another
-    mailbox) is referenced instead of stored twice (one copy per GUID, §3.5)."""
+    mailbox) is referenced instead of stored twice (one copy per GUID, §3.5).
+
+    Learns the GUIDs of map records it has not seen yet at each lookup (a message's
+    GUID never changes; purge only moves it), so a big import costs one pass."""
 
     def __init__(self, files: MdboxFiles) -> None:
         self._files = files
+        self._uid_validity = -1
+        self._seen: set[int] = set()
+        self._by_guid: dict[str, list[int]] = {}
 
-    def lookup(self, view: MapView) -> dict[str, tuple[MapRecord, dbox.Record]]:
-        """Every message the map holds with a refcount above zero, by GUID. Files that
-        can't be read contribute nothing (their messages are then stored again)."""
+    def find(self, guid: str, view: MapView) -> tuple[MapRecord, dbox.Record] | None:
+        """A stored copy of `guid` with a refcount above zero, and its metadata
+        (of the records known at the last `learn()`)."""
+        for map_uid in self._by_guid.get(guid, ()):
+            rec = view.records.get(map_uid)
+            if rec is None or rec.refcount == 0:
+                continue
+            try:
+                return rec, self._files.metadata(rec)
+            except StorageError:
+                continue  # unreadable: store the message again
+        return None
+
+    def learn(self, view: MapView) -> None:
+        """Take in the map records not seen yet."""
+        if view.uid_validity != self._uid_validity:
+            self._uid_validity, self._seen, self._by_guid = view.uid_validity, set(), {}
+        new = [rec for uid, rec in view.records.items() if uid not in self._seen]
         by_file: dict[int, list[MapRecord]] = {}
-        for rec in view.records.values():
-            if rec.refcount > 0:
-                by_file.setdefault(rec.file_id, []).append(rec)
-        found: dict[str, tuple[MapRecord, dbox.Record]] = {}
+        for rec in new:
+            by_file.setdefault(rec.file_id, []).append(rec)
         for file_id, recs in by_file.items():
             try:
-                walk = self._files.walk(file_id)
+                at = {r.offset: r for r in self._files.walk(file_id).records}
             except StorageError:
-                continue
-            at = {r.offset: r for r in walk.records}
+                continue  # learnt again at the next lookup
             for rec in recs:
-                record = at.get(rec.offset)
-                if record is not None and record.size == rec.size and record.metadata.guid:
-                    found.setdefault(record.metadata.guid, (rec, record))
-        return found
+                self._seen.add(rec.map_uid)
+                found = at.get(rec.offset)
+                if found is not None and found.size == rec.size and found.metadata.guid:
+                    self._by_guid.setdefault(found.metadata.guid, []).append(rec.map_uid)

@@ -203,10 +203,10 @@ class MdboxTransaction(Transaction):
             return []
         ctx = self._box.ctx
         view = ctx.map.ensure()
-        shared = ctx.guid_index.lookup(view)
         writer = ctx.files.new_writer(view)
+        ctx.guid_index.learn(view)
         for s in saves:
-            found = shared.get(s.metadata.guid)
+            found = ctx.guid_index.find(s.metadata.guid, view)
             if found is not None and _same_message(found, s):
                 s.shared = found[0]
             else:
