@@ -14,7 +14,7 @@ import hashlib
 import os
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .maildir_attributes import AttributeDict, AttrKey, mailbox_values
@@ -49,7 +49,7 @@ class StoreContext:
     _last_name: tuple[int, int] = (0, 0)
     _last_guid: tuple[int, int] = (0, 0)
     # this run's folder views by mail dir, with the stamp taken before their scan
-    views: dict[Path, tuple[FolderStamp, SyncPlan]] = field(default_factory=dict)
+    views: dict[Path, FolderView] = field(default_factory=dict)
 
     def unique_name(self) -> str:
         """`<secs>.M<usecs>P<pid>.<host>`, unique within this store object
@@ -108,6 +108,7 @@ class FolderState:
     files: dict[str, tuple[str, str]]
     tracker: ChangeTracker | None
     attribute_entries: dict[str, str] = field(default_factory=dict)  # the whole dict
+    mail_dir: Path | None = None  # where `files` are
 
 
 def scan_messages(mail_dir: Path) -> dict[str, tuple[str, str]]:
@@ -144,7 +145,23 @@ def read_folder(paths: FolderPaths) -> FolderState:
         for base, where in scan_messages(paths.mail).items():
             files.setdefault(base, where)
     attrs = AttributeDict(paths.attribute_dict, "").read() if paths.attribute_dict else {}
-    return FolderState(uidlist, raw, keywords, files, ChangeTracker.load(paths.sidecar), attrs)
+    tracker = ChangeTracker.load(paths.sidecar)
+    return FolderState(uidlist, raw, keywords, files, tracker, attrs, paths.mail)
+
+
+def reading_copy(state: FolderState) -> FolderState:
+    """A copy that planning and committing may change (they allocate keyword letters)."""
+    return replace(state, keywords=state.keywords.copy())
+
+
+@dataclass(frozen=True)
+class FolderView:
+    """A folder as one scan saw it: the stamp taken before, the plan, and the state
+    read (None when the scan wrote, so the state no longer matches the files)."""
+
+    stamp: FolderStamp
+    plan: SyncPlan
+    state: FolderState | None = None
 
 
 # -- planning ------------------------------------------------------------------------
@@ -252,10 +269,28 @@ def _plan_tracker(
     if old is None:
         in_new = [uid for uid, m in messages.items() if m.subdir == "new"]
         first_recent = min(in_new) if in_new else uidlist.next_uid
-        return ChangeTracker.fresh(uidlist.uid_validity, uidlist.guid, current, first_recent)
-    tracker = old.copy()
-    tracker.reconcile(uidlist.uid_validity, uidlist.guid, current)
+        tracker = ChangeTracker.fresh(uidlist.uid_validity, uidlist.guid, current, first_recent)
+    else:
+        tracker = old.copy()
+        tracker.reconcile(uidlist.uid_validity, uidlist.guid, current)
+    if state.mail_dir is not None:
+        _note_dates(tracker, messages, state.mail_dir)
     return tracker
+
+
+def _note_dates(tracker: ChangeTracker, messages: dict[int, Message], mail_dir: Path) -> None:
+    """Remember each new message's received and saved dates (its file's mtime and
+    ctime), as Dovecot caches them in its index: later reads then need no stat."""
+    for uid, snap in tracker.msgs.items():
+        if snap.received_date:
+            continue
+        msg = messages[uid]
+        try:
+            st = os.stat(os.path.join(mail_dir, msg.subdir, msg.filename))
+        except OSError:
+            continue  # renamed meanwhile: looked up on the next scan
+        saved = snap.saved_date or int(st.st_ctime)
+        tracker.msgs[uid] = replace(snap, received_date=int(st.st_mtime) or 1, saved_date=saved)
 
 
 # -- writing -------------------------------------------------------------------------

@@ -20,11 +20,13 @@ from .maildir_folder import (
     SUBDIRS,
     FolderPaths,
     FolderState,
+    FolderView,
     Message,
     StoreContext,
     SyncPlan,
     plan_sync,
     read_folder,
+    reading_copy,
     scan_messages,
     write_keywords,
     write_tracker,
@@ -57,6 +59,7 @@ class MaildirMailbox(Mailbox):
         self._plan: SyncPlan | None = None
         self._summary: Summary | None = None  # stands in for the plan until one is needed
         self._stamp: FolderStamp | None = None  # the disk as the view shows it
+        self._state: FolderState | None = None  # what the view's scan read, if reusable
         self._infos: list[MessageInfo] | None = None
         self._vsizes: dict[str, int] = {}
         self._open()
@@ -74,7 +77,7 @@ class MaildirMailbox(Mailbox):
         with dotlock(self.paths.uidlist, self.ctx.hostname):
             yield
 
-    def _take_stamp(self) -> FolderStamp:
+    def take_stamp(self) -> FolderStamp:
         p = self.paths
         files: tuple[Path, ...] = (p.uidlist, p.keywords, p.sidecar)
         if p.attribute_dict is not None:
@@ -82,12 +85,15 @@ class MaildirMailbox(Mailbox):
         return FolderStamp.take((p.mail / "cur", p.mail / "new"), files)
 
     def _open(self) -> None:
-        """Reuse this run's view or the stored summary while the disk is unchanged."""
-        stamp = self._take_stamp()
+        """Reuse this run's view or the stored summary while the disk is unchanged.
+
+        Within a run an unchanged stamp is enough: a change hidden in the timestamp tick
+        of our scan is one that came after it, which a later commit (reading under the
+        lock) still sees. Only settled stamps are stored for later runs."""
+        stamp = self.take_stamp()
         cached = self.ctx.views.get(self.paths.mail)
-        if cached is not None and cached[0].vouches_for(stamp):
-            self._stamp, plan = cached
-            self.set_plan(plan)
+        if cached is not None and cached.stamp.same_disk(stamp):
+            self._adopt(cached)
             return
         summary = Summary.load(self.paths.index / SUMMARY_NAME)
         if summary is not None and summary.stamp.vouches_for(stamp):
@@ -96,33 +102,59 @@ class MaildirMailbox(Mailbox):
         self._scan(stamp)
 
     def refresh(self) -> None:
-        stamp = self._take_stamp()
-        if self._stamp is None or not self._stamp.vouches_for(stamp):
-            self._scan(stamp)
+        stamp = self.take_stamp()
+        if self._stamp is not None and self._stamp.same_disk(stamp):
+            return
+        handed = self.ctx.views.get(self.paths.mail)
+        if handed is not None and handed.stamp.same_disk(stamp):
+            self._adopt(handed)
+            return
+        self._scan(stamp)
+
+    def _adopt(self, view: FolderView) -> None:
+        self.set_plan(view.plan)
+        self._stamp, self._state = view.stamp, view.state
+
+    def reusable_state(self) -> FolderState | None:
+        """What the view's scan read, when the folder provably did not change since:
+        the stamp is unchanged and was settled (no change hidden in its timestamp tick).
+        A commit holding the lock may then skip re-reading the folder."""
+        if self._state is None or self._stamp is None or not self._stamp.settled:
+            return None
+        if not self._stamp.same_disk(self.take_stamp()):
+            return None
+        return reading_copy(self._state)
 
     def _scan(self, stamp: FolderStamp) -> None:
         """Sync the folder (taking `stamp` first); remember the view unless we wrote."""
-        wrote = False
         try:
             self._ensure_subdirs()
-            state = read_folder(self.paths)
+            state: FolderState | None = read_folder(self.paths)
+            assert state is not None
             plan = None
             if state.uidlist is not None and state.uidlist.guid is not None:
-                plan = plan_sync(state, self.ctx)
+                plan = plan_sync(reading_copy(state), self.ctx)
             if plan is None or plan.needs_write:
                 with self.locked():
                     state = read_folder(self.paths)
                     plan = plan_sync(state, self.ctx)
                     self.apply_plan(state, plan)
-                    wrote = plan.needs_write
+                    if plan.needs_write:
+                        # our own writes moved the stamp; a stamp this fresh is
+                        # never settled, so it serves this run only
+                        stamp, state = self.take_stamp(), None
         except OSError as exc:
             raise storage_error(exc, f"syncing mailbox {self.vname}") from exc
-        self.set_plan(plan)
-        self._stamp = None if wrote else stamp
-        if self._stamp is not None:
-            self.ctx.views[self.paths.mail] = (self._stamp, plan)
-            if self._stamp.settled:
-                self._summary_of(plan, self._stamp).save(self.paths.index / SUMMARY_NAME)
+        view = FolderView(stamp, plan, state)
+        self._adopt(view)
+        self.ctx.views[self.paths.mail] = view
+        if stamp.settled:
+            self._summary_of(plan, stamp).save(self.paths.index / SUMMARY_NAME)
+
+    def adopt_view(self, stamp: FolderStamp, plan: SyncPlan) -> None:
+        """A transaction's picture of the folder after its commit, taken at `stamp`:
+        the next refresh (or open) uses it instead of a rescan."""
+        self.ctx.views[self.paths.mail] = FolderView(stamp, plan)
 
     def _summary_of(self, plan: SyncPlan, stamp: FolderStamp) -> Summary:
         return Summary(
@@ -159,7 +191,7 @@ class MaildirMailbox(Mailbox):
     @property
     def plan(self) -> SyncPlan:
         if self._plan is None:
-            self._scan(self._take_stamp())
+            self._scan(self.take_stamp())
         assert self._plan is not None
         return self._plan
 
@@ -193,23 +225,30 @@ class MaildirMailbox(Mailbox):
         return list(self._infos)
 
     def _info(self, msg: Message) -> MessageInfo | None:
-        path = self.locate(msg)
-        if path is None:
-            return None
-        st = path.stat()
         snap = self.plan.tracker.msgs.get(msg.uid)
         ext = msg.record.ext
-        size = _int_or_none(ext.get("S")) or size_from_base(msg.record.base, "S") or st.st_size
+        size = _int_or_none(ext.get("S")) or size_from_base(msg.record.base, "S")
         vsize = _int_or_none(ext.get("W")) or size_from_base(msg.record.base, "W")
+        received = snap.received_date if snap is not None else 0
+        saved = snap.saved_date if snap is not None else 0
+        if not (received and saved and size is not None and vsize is not None):
+            # dates or sizes the scan didn't note: ask the file (gone since: skip it)
+            path = self.locate(msg)
+            if path is None:
+                return None
+            st = path.stat()
+            received, saved = received or int(st.st_mtime), saved or int(st.st_ctime)
+            size = size or st.st_size
+            vsize = vsize if vsize is not None else self._vsize(msg, path)
         return MessageInfo(
             uid=msg.uid,
             guid=msg.guid,
             flags=msg.flags,
             keywords=msg.keywords,
             modseq=snap.modseq if snap is not None else 1,
-            received_date=int(st.st_mtime),
-            saved_date=(snap.saved_date if snap is not None else 0) or int(st.st_ctime),
-            virtual_size=vsize if vsize is not None else self._vsize(msg, path),
+            received_date=received,
+            saved_date=saved,
+            virtual_size=vsize,
             physical_size=size,
             pop3_uidl=ext.get("P", ""),
             pop3_order=_int_or_none(ext.get("O")) or 0,

@@ -45,6 +45,7 @@ class Snapshot:
     keywords: frozenset[str]
     guid: str
     saved_date: int = 0
+    received_date: int = 0  # 0: not looked up yet (the file's mtime)
 
 
 @dataclass(frozen=True)
@@ -115,8 +116,10 @@ class ChangeTracker:
         if raw.get("format") != _FORMAT:
             return None
         msgs = {
-            int(uid): Snapshot(int(m), int(f), frozenset(map(str, kws)), str(g), int(sd))
-            for uid, m, f, kws, g, sd in raw["msgs"]
+            int(uid): Snapshot(
+                int(m), int(f), frozenset(map(str, kws)), str(g), int(sd), int(rd[0] if rd else 0)
+            )
+            for uid, m, f, kws, g, sd, *rd in raw["msgs"]
         }
         log = [
             LogRecord(
@@ -142,7 +145,7 @@ class ChangeTracker:
 
     def serialize(self) -> bytes:
         msgs = [
-            [uid, s.modseq, s.flags, sorted(s.keywords), s.guid, s.saved_date]
+            [uid, s.modseq, s.flags, sorted(s.keywords), s.guid, s.saved_date, s.received_date]
             for uid, s in sorted(self.msgs.items())
         ]
         log = [
@@ -247,8 +250,13 @@ class ChangeTracker:
     def next_modseq(self, min_modseq: int = 0) -> int:
         return max(self.highest_modseq + 1, min_modseq)
 
-    def saved(self, uid: int, state: MessageState, modseq: int, saved_date: int = 0) -> None:
-        self.msgs[uid] = Snapshot(modseq, state.flags, state.keywords, state.guid, saved_date)
+    def saved(
+        self, uid: int, state: MessageState, modseq: int, saved_date: int = 0,
+        received_date: int = 0,
+    ) -> None:  # fmt: skip
+        self.msgs[uid] = Snapshot(
+            modseq, state.flags, state.keywords, state.guid, saved_date, received_date
+        )
         self.highest_modseq = max(self.highest_modseq, modseq)
 
     def set_flags(

@@ -38,6 +38,7 @@ from .maildir_uidlist import (
     Uidlist,
     UidlistRecord,
     build_filename,
+    split_name,
     usable_base,
     valid_guid_text,
 )
@@ -72,13 +73,15 @@ class _Work:
 
     record: UidlistRecord
     subdir: str
-    src: Path  # where the file is now
+    src: str  # where the file is now (a str: built for every message of the folder)
     info: FileInfo
     flags: int
     keywords: frozenset[str]
     guid: str
     modseq: int = 0  # set when this commit changes the message
     saved_date: int = 0
+    received_date: int = 0
+    final_name: str = ""  # the file name after the commit, when renamed
     touched: bool = False  # flags, keywords or name change
     added: bool = False  # saved or moved here by this commit
     trash: bool = False  # expunged by this commit
@@ -270,7 +273,7 @@ class MaildirTransaction(Transaction):
         paths = self._box.paths
         if not (paths.mail / "cur").is_dir():
             raise MailboxNotFoundError(f"Mailbox was deleted: {self._box.vname}")
-        state = read_folder(paths)
+        state = self._box.reusable_state() or read_folder(paths)
         uid_map = self._map_new_uids(state.uidlist.next_uid if state.uidlist else 1)
         first_free = max(uid_map.values()) + 1 if uid_map else 0
         plan = plan_sync(state, self._box.ctx, first_free_uid=first_free)
@@ -305,6 +308,29 @@ class MaildirTransaction(Transaction):
             fsync_dir(paths.index)
         for path in trash:
             path.unlink(missing_ok=True)
+        self._hand_over_view(state, uidlist, tracker, work)
+
+    def _hand_over_view(
+        self, before: FolderState, uidlist: Uidlist, tracker: ChangeTracker,
+        work: dict[int, _Work],
+    ) -> None:  # fmt: skip
+        """Give the mailbox the folder as this commit left it, so that its next refresh
+        need not rescan: the files read before, with this commit's renames."""
+        stamp = self._box.take_stamp()  # still under the lock: our writes are in it
+        files = dict(before.files)
+        for item in work.values():
+            if item.trash or item.touched:
+                files.pop(split_name(os.path.basename(item.src))[0], None)
+            if item.touched and not item.trash:
+                files[item.record.base] = (item.subdir, item.final_name)
+        paths = self._box.paths
+        attrs = before.attribute_entries
+        if self._attrs or self._guid is not None:
+            attrs = AttributeDict(paths.attribute_dict, "").read() if paths.attribute_dict else {}
+        after = FolderState(uidlist, None, before.keywords, files, tracker, attrs, before.mail_dir)
+        plan = plan_sync(after, self._box.ctx)
+        if not plan.needs_write:  # else something moved under us: leave it to a rescan
+            self._box.adopt_view(stamp, plan)
 
     def _map_new_uids(self, next_uid: int) -> dict[int, int]:
         """Wanted new UID -> UID obtained. A UID another writer took meanwhile (a
@@ -330,9 +356,10 @@ class MaildirTransaction(Transaction):
         for uid, msg in messages.items():
             snap = tracker.msgs.get(uid)
             work[uid] = _Work(
-                msg.record, msg.subdir, mail / msg.subdir / msg.filename, msg.info,
+                msg.record, msg.subdir, f"{mail}/{msg.subdir}/{msg.filename}", msg.info,
                 msg.flags, msg.keywords, msg.guid,
                 saved_date=snap.saved_date if snap is not None else 0,
+                received_date=snap.received_date if snap is not None else 0,
             )  # fmt: skip
         for old_uid, new_uid in sorted(self._moves.items()):
             if old_uid in work:
@@ -363,7 +390,7 @@ class MaildirTransaction(Transaction):
         UID); the GUID is kept in the `G` key. The old UID is expunged."""
         item = work.pop(old_uid)
         base = item.record.base
-        extras = base[base.index(",S=") :] if ",S=" in base else f",S={item.src.stat().st_size}"
+        extras = base[base.index(",S=") :] if ",S=" in base else f",S={os.stat(item.src).st_size}"
         ext = dict(item.record.ext)
         ext["G"] = item.guid
         item.record = UidlistRecord(new_uid, self._box.ctx.unique_name() + extras, ext)
@@ -392,11 +419,13 @@ class MaildirTransaction(Transaction):
             taken.add(base)
             if msg.received_date:
                 os.utime(save.tmp_path, (msg.received_date, msg.received_date))
+            received = msg.received_date or int(os.stat(save.tmp_path).st_mtime)
             work[uid] = _Work(
-                UidlistRecord(uid, base, ext), "cur", save.tmp_path, _NO_INFO,
+                UidlistRecord(uid, base, ext), "cur", str(save.tmp_path), _NO_INFO,
                 msg.flags & ALL_FLAGS, msg.keywords, msg.guid or base,
-                modseq=max(modseq, msg.min_modseq), saved_date=msg.saved_date,
-                touched=True, added=True,
+                modseq=max(modseq, msg.min_modseq),
+                saved_date=msg.saved_date or int(self._box.ctx.clock()),
+                received_date=received or 1, touched=True, added=True,
             )  # fmt: skip
 
     @staticmethod
@@ -429,11 +458,12 @@ class MaildirTransaction(Transaction):
         for uid, item in sorted(work.items()):
             if item.trash:
                 dest = mail / "tmp" / self._box.ctx.unique_name()
-                journal.rename(item.src, dest)
+                journal.rename(Path(item.src), dest)
                 trash.append(dest)
             elif item.touched:
                 name = build_filename(item.record.base, item.flags, letters[uid], item.info)
-                journal.rename(item.src, mail / item.subdir / name)
+                journal.rename(Path(item.src), mail / item.subdir / name)
+                item.final_name = name
         return trash
 
     def _finish(self, uidlist: Uidlist, tracker: ChangeTracker, work: dict[int, _Work]) -> None:
@@ -456,7 +486,7 @@ class MaildirTransaction(Transaction):
                 continue
             state = MessageState(item.flags, item.keywords, item.guid)
             if item.added:
-                tracker.saved(uid, state, item.modseq, item.saved_date)
+                tracker.saved(uid, state, item.modseq, item.saved_date, item.received_date)
             else:
                 tracker.set_flags(uid, item.flags, item.keywords, item.modseq, dsync=True)
         tracker.highest_modseq = max(tracker.highest_modseq, self._highest_modseq)

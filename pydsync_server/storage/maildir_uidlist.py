@@ -185,6 +185,11 @@ class KeywordMap:
         self.names = list(names)
         self.changed = False
 
+    def copy(self) -> KeywordMap:
+        twin = KeywordMap(self.names)
+        twin.changed = self.changed
+        return twin
+
     def name_for(self, idx: int) -> str:
         """The name of letter `idx`; a lost name becomes `unknown-<idx>` like Dovecot."""
         name = self.names[idx]

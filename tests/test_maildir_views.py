@@ -1,0 +1,160 @@
+"""The folder view a commit hands to its mailbox (instead of a rescan) must equal
+what a fresh scan of the disk shows, and an unchanged folder is not rescanned."""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pydsync_server.storage import maildir_mailbox
+from pydsync_server.storage.base import Mailbox, NewMessage
+from pydsync_server.storage.maildir import MaildirStorage
+from pydsync_server.storage.maildir_summary import SUMMARY_NAME
+
+OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["save", "flags", "expunge", "move", "attr", "foreign"]),
+        st.integers(0, 20),
+        st.integers(0, 0x1F),
+        st.frozensets(st.sampled_from(["a", "$b", "NonJunk"])),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+def _view(box: Mailbox) -> tuple[object, ...]:
+    assert isinstance(box, maildir_mailbox.MaildirMailbox)
+    return (
+        sorted((uid, m.subdir, m.filename) for uid, m in box.plan.messages.items()),
+        box.status(),
+        list(box.messages()),
+        box.changes_since(0),
+        box.history_start(),
+        [(a.type, a.key, a.value, a.modseq) for a in box.attributes()],
+    )
+
+
+def _fresh_view(root: Path) -> tuple[object, ...]:
+    (root / SUMMARY_NAME).unlink(missing_ok=True)
+    return _view(MaildirStorage(root).open_mailbox("INBOX"))
+
+
+def _apply(box: Mailbox, op: tuple[str, int, int, frozenset[str]], serial: int) -> None:
+    kind, pick, flags, keywords = op
+    uids = [m.uid for m in box.messages()]
+    uid = uids[pick % len(uids)] if uids else 0
+    with box.transaction() as tx:
+        if kind == "save" or not uids:
+            body = io.BytesIO(b"Subject: %d\n\nbody\n" % serial)
+            tx.save(NewMessage(box.status().uid_next, f"guid-{serial}", body, flags, keywords))
+        elif kind == "flags":
+            tx.update_flags(uid, add_flags=flags, remove_flags=~flags & 0x1F,
+                            add_keywords=keywords, remove_keywords=frozenset())  # fmt: skip
+        elif kind == "expunge":
+            tx.expunge(uid)
+        elif kind == "move":
+            tx.move(uid, box.status().uid_next + pick)
+        elif kind == "attr":
+            tx.set_attribute("p", f"k{pick % 3}", f"v{serial}" if flags else None, serial)
+
+
+def _foreign_flag_change(root: Path, serial: int) -> None:
+    """Another program renames a message file, as a flag change in a mail client."""
+    names = sorted(os.listdir(root / "cur"))
+    if names:
+        name = names[serial % len(names)]
+        os.rename(root / "cur" / name, root / "cur" / (name.split(":")[0] + ":2,T"))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=OPS)
+def test_handed_over_view_equals_a_rescan(tmp_path_factory: object, ops: list) -> None:  # type: ignore[type-arg]
+    root = tmp_path_factory.mktemp("views")  # type: ignore[attr-defined]
+    storage = MaildirStorage(root)
+    box = storage.open_mailbox("INBOX")
+    for serial, op in enumerate(ops, 1):
+        if op[0] == "foreign":
+            _foreign_flag_change(root, serial)
+        else:
+            _apply(box, op, serial)
+        box.refresh()
+        assert _view(box) == _fresh_view(root)
+        assert _view(storage.open_mailbox("INBOX")) == _view(box)
+
+
+def test_unchanged_settled_folder_is_not_rescanned(tmp_path: Path, monkeypatch: object) -> None:
+    storage = MaildirStorage(tmp_path)
+    box = storage.open_mailbox("INBOX")
+    with box.transaction() as tx:
+        tx.save(NewMessage(1, "g1", io.BytesIO(b"Subject: 1\n\nx\n")))
+    settle = time.time() - 5
+    for sub in ("cur", "new"):
+        os.utime(tmp_path / sub, (settle, settle))
+    expected = _fresh_view(tmp_path)  # this scan finds a settled folder: summary saved
+    assert (tmp_path / SUMMARY_NAME).exists()
+
+    def no_scan(*args: object) -> None:
+        raise AssertionError("rescanned an unchanged folder")
+
+    monkeypatch.setattr(maildir_mailbox, "read_folder", no_scan)  # type: ignore[attr-defined]
+    later = MaildirStorage(tmp_path).open_mailbox("INBOX")
+    status = later.status()
+    assert status == expected[1]
+    assert later.changes_since(status.highest_modseq) == []
+    # a change to cur/ is seen: the summary no longer vouches for the folder
+    monkeypatch.undo()  # type: ignore[attr-defined]
+    _foreign_flag_change(tmp_path, 0)
+    again = MaildirStorage(tmp_path).open_mailbox("INBOX")
+    assert again.status().highest_modseq > status.highest_modseq
+    assert again.messages()[0].flags != expected[2][0].flags  # type: ignore[index]
+
+
+def _settle(root: Path) -> None:
+    past = time.time() - 5
+    for sub in ("cur", "new"):
+        os.utime(root / sub, (past, past))
+
+
+def test_commit_on_a_settled_view_skips_rereading(tmp_path: Path, monkeypatch: object) -> None:
+    from pydsync_server.storage import maildir_transaction
+
+    box = MaildirStorage(tmp_path).open_mailbox("INBOX")
+    with box.transaction() as tx:
+        for uid in (1, 2):
+            tx.save(NewMessage(uid, f"g{uid}", io.BytesIO(b"Subject: %d\n\nx\n" % uid)))
+    _settle(tmp_path)
+    box = MaildirStorage(tmp_path).open_mailbox("INBOX")
+    box.messages()
+    reads: list[Path] = []
+    real = maildir_transaction.read_folder
+
+    def counting(paths: object) -> object:
+        reads.append(paths)  # type: ignore[arg-type]
+        return real(paths)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(maildir_transaction, "read_folder", counting)  # type: ignore[attr-defined]
+    with box.transaction() as tx:
+        tx.update_flags(1, add_flags=2, remove_flags=0, add_keywords=frozenset({"kw"}),
+                        remove_keywords=frozenset())  # fmt: skip
+        tx.save(NewMessage(3, "g3", io.BytesIO(b"Subject: 3\n\nx\n")))
+    assert reads == []
+    box.refresh()
+    assert _view(box) == _fresh_view(tmp_path)
+
+    # another program's rename after the scan: the commit reads the folder again
+    _settle(tmp_path)
+    box = MaildirStorage(tmp_path).open_mailbox("INBOX")
+    box.messages()
+    _foreign_flag_change(tmp_path, 1)
+    with box.transaction() as tx:
+        tx.expunge(2)
+    assert len(reads) == 1
+    box.refresh()
+    assert _view(box) == _fresh_view(tmp_path)
+    assert [m.uid for m in box.messages()] == [1, 3]
