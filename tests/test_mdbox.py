@@ -249,3 +249,37 @@ def test_location_opens_mdbox_with_rotate_size_and_alt(tmp_path: Path) -> None:
     s = open_storage(location, clock=lambda: 1e9, hostname="h")
     assert isinstance(s, MdboxStorage) and s.ctx.files.rotate_size == 4096
     assert s.ctx.files.alt_dir == tmp_path / "alt" / "storage"
+
+
+def test_broken_index_log_record_is_reported_and_resync_recovers(tmp_path: Path) -> None:
+    s = MdboxStorage(tmp_path / "m")
+    save(s, "INBOX", new(1, b"a", flags=SEEN), new(2, b"b"))
+    with s.open_mailbox("INBOX").transaction() as t:
+        t.update_flags(2, add_flags=FLAGGED)
+    log = tmp_path / "m/mailboxes/INBOX/dbox-Mails/dovecot.index.log"
+    data = bytearray(log.read_bytes())
+    flag_type = data.rindex(b"\x04\x00\x00\x30")  # FLAG_UPDATE, EXTERNAL|SYNC
+    data[flag_type : flag_type + 4] = b"\x00\x40\x00\x30"  # a record type that doesn't exist
+    log.write_bytes(bytes(data))
+    with pytest.raises(StorageError, match="force-resync"):
+        s.open_mailbox("INBOX")
+    problems = s.force_resync()
+    assert any("INBOX" in p for p in problems)
+    box = s.open_mailbox("INBOX")
+    assert [(m.uid, m.flags) for m in box.messages()] == [(1, SEEN), (2, 0)]
+    assert bodies(s, "INBOX") == {1: b"a", 2: b"b"}
+
+
+def test_map_uidvalidity_mismatch_refuses_writes(tmp_path: Path) -> None:
+    s = MdboxStorage(tmp_path / "m")
+    save(s, "INBOX", new(1, b"a"))
+    for p in (tmp_path / "m/storage").glob("dovecot.map.index*"):
+        p.unlink()
+    s.ctx.map.create(uid_validity=12345)  # another map: the mailbox's map_uids mean nothing
+    box = s.open_mailbox("INBOX")
+    with pytest.raises(StorageError):
+        box.open_message(1)
+    with pytest.raises(StorageError, match="mismatch"), box.transaction() as t:
+        t.update_flags(1, add_flags=SEEN)
+    s.force_resync()
+    assert bodies(s, "INBOX") == {1: b"a"}

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..errors import MailboxNotFoundError
+from ..errors import MailboxNotFoundError, StorageError
 from .base import NewMessage
 from .changes import SYSTEM_FLAGS_MASK
 from .dovecot_index import (
@@ -178,6 +178,9 @@ class IndexCommit:
     ) -> None:
         ops, box = self._ops, self._box
         map_uidv = box.ctx.map.ensure().uid_validity
+        if map_uidv != header.map_uid_validity and state.messages:
+            # Its map_uids name records of another map: only a rebuild can tell (§3.4).
+            raise StorageError(f"{box.vname}: map uidvalidity mismatch (run pydsync force-resync)")
         guid = ops.guid or header.guid
         if guid != header.guid or map_uidv != header.map_uid_validity:
             t.ext_intro(MDBOX_HDR, state)

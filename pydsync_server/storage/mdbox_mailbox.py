@@ -122,9 +122,15 @@ class MdboxMailbox(Mailbox):
         if not view.exists or box_header(view.state) is None:
             self._repair_header(view)
             view = read_index(self.paths)
+        map_view = self.ctx.map.read()
+        # A broken log would show fewer messages than there are, and a sync would then
+        # expunge the rest on the other side: refuse until force-resync repaired it.
+        for problem in (view.problem, map_view.problem):
+            if problem:
+                raise StorageError(f"{self.vname}: {problem} (run pydsync force-resync)")
         self.view: IndexView = view
         self.state: IndexState = view.state
-        self.map_view: MapView = self.ctx.map.read()
+        self.map_view: MapView = map_view
         self._infos = None
         # Attribute values as of this refresh (the dict file is another program's too).
         self._attr_values = mailbox_values(self.ctx.attributes.read(), self.header.guid)
