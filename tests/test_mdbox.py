@@ -283,3 +283,19 @@ def test_map_uidvalidity_mismatch_refuses_writes(tmp_path: Path) -> None:
         t.update_flags(1, add_flags=SEEN)
     s.force_resync()
     assert bodies(s, "INBOX") == {1: b"a"}
+
+
+def test_no_append_to_a_file_purged_after_the_map_was_read(tmp_path: Path) -> None:
+    s = MdboxStorage(tmp_path / "m")
+    save(s, "INBOX", new(1, b"a"), new(2, b"b"))
+    stale = s.ctx.map.read()
+    with s.open_mailbox("INBOX").transaction() as t:
+        t.expunge(1)
+    s.purge()  # m.1 is gone, its live record moved to m.2
+    writer = s.ctx.files.new_writer(stale)
+    writer.add(dbox.encode_record(b"c", dbox.Metadata(guid="c" * 32)))
+    writer.write()
+    with s.ctx.map.locked() as locked:
+        ((file_id, _, _),) = writer.assign(locked)
+    writer.finish()
+    assert file_id == 3 and not (tmp_path / "m/storage/m.1").exists()

@@ -156,7 +156,7 @@ class FileWriter:
         self._view = view
         self._append = append
         self._targets: list[_Target] = []
-        self._where: list[tuple[int, int]] = []  # per record: (target index, offset)
+        self._where: list[tuple[int, int, int]] = []  # per record: (target, offset, size)
         self.highest_file_id = 0  # after assign(): the highest file_id it gave out
 
     def __bool__(self) -> bool:
@@ -173,7 +173,7 @@ class FileWriter:
             offset = target.size
         target.records.append(record)
         target.size += len(record)
-        self._where.append((self._targets.index(target), offset))
+        self._where.append((self._targets.index(target), offset, len(record)))
         return len(self._where) - 1
 
     def _target_for(self, size: int, directory: Path) -> _Target:
@@ -206,7 +206,10 @@ class FileWriter:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             header = dbox.parse_file_header(os.pread(fd, dbox.MAX_HEADER_LINE, 0))
-            if header.appendable and os.fstat(fd).st_size == ends[file_id]:
+            st = os.fstat(fd)
+            # Still linked under its name: a purge may have replaced it before we locked.
+            linked = st.st_nlink > 0 and os.stat(path).st_ino == st.st_ino
+            if header.appendable and linked and st.st_size == ends[file_id]:
                 return _Target(self._files.dir, file_id, fd, ends[file_id])
         except (OSError, StorageError):
             pass  # locked by another writer, or not ending where the map says
@@ -233,6 +236,10 @@ class FileWriter:
     def assign(self, locked: LockedMap) -> list[tuple[int, int, int]]:
         """Name new files m.<id> (the map is locked); (file_id, offset, size) per record,
         in the order added. `highest_file_id` is then the map header's new value."""
+        ends = locked.view.file_ends()
+        for target in self._targets:
+            if target.file_id and ends.get(target.file_id) != target.start:
+                raise StorageError(f"m.{target.file_id} changed while appending (purged?); retry")
         ids = self._files.file_ids()
         next_id = max([locked.view.highest_file_id, *ids]) + 1
         for target in self._targets:
@@ -252,18 +259,7 @@ class FileWriter:
                 dbox.fsync_dir(str(target.directory))
                 next_id += 1
         self.highest_file_id = next_id - 1
-        return [
-            (self._targets[t].file_id, offset, self._size(t, offset)) for t, offset in self._where
-        ]
-
-    def _size(self, target_index: int, offset: int) -> int:
-        target = self._targets[target_index]
-        pos = target.start if target.start else 0
-        for chunk in target.records:
-            if pos == offset:
-                return len(chunk)
-            pos += len(chunk)
-        raise AssertionError("record offset not found")
+        return [(self._targets[t].file_id, offset, size) for t, offset, size in self._where]
 
     def finish(self) -> None:
         """Release the locks (the map now knows the records)."""
