@@ -111,9 +111,9 @@ def test_u_option_replaces_user() -> None:
 
 
 def test_unknown_driver_exits_64() -> None:
-    code, _, err = run(["-o", "mail_location=mdbox:/x", "mailbox", "list"])
+    code, _, err = run(["-o", "mail_location=nosuch:/x", "mailbox", "list"])
     assert code == 64
-    assert err.startswith("Error: Unknown mail storage driver mdbox")
+    assert err.startswith("Error: Unknown mail storage driver nosuch")
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ only function that exits.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -19,12 +20,9 @@ from ..errors import DsyncError, ExitCode
 from ..plugins.facade import Hooks
 from ..plugins.manager import build_plugin_manager
 from ..storage.location import UserEnv
-from . import inspect, resync
+from . import resync
 from .config import config_path, load_config
 from .context import Context
-from .doveadm_server import run_doveadm_server
-from .dsync import run_server, run_sync
-from .fetch import fetch
 from .options import (
     BACKUP_OPTIONS,
     CONFIG_OPTIONS,
@@ -41,7 +39,6 @@ from .options import (
     getopt,
     synopsis,
 )
-from .show_config import show_config
 
 PROG = "pydsync"
 Handler = Callable[[Context, Parsed, list[str]], int]
@@ -66,6 +63,17 @@ class Command:
         return f"usage: {PROG} {self.name} {synopsis(self.options)} {self.operands}".rstrip()
 
 
+def _lazy(module: str, name: str) -> Handler:
+    """A handler imported when its command runs: start-up pays only for what runs
+    (Python start-up is where pydsync loses time to doveadm)."""
+
+    def handler(ctx: Context, parsed: Parsed, operands: list[str]) -> int:
+        found: Handler = getattr(importlib.import_module(module, __package__), name)
+        return found(ctx, parsed, operands)
+
+    return handler
+
+
 def _formatter(ctx: Context, parsed: Parsed, default: str) -> str:
     return parsed.value("formatter") or ctx.formatter or default
 
@@ -81,6 +89,8 @@ def _backup(ctx: Context, parsed: Parsed, operands: list[str]) -> int:
 def _sync_or_backup(ctx: Context, name: str, parsed: Parsed, operands: list[str]) -> int:
     if not operands and not parsed.flag("mail_replica"):
         raise CommandUsageError(f"{name}: destination missing", COMMANDS[name].usage)
+    from .dsync import run_sync
+
     return run_sync(ctx, name, parsed, operands)
 
 
@@ -91,6 +101,8 @@ def _user(ctx: Context, parsed: Parsed) -> UserEnv:
 def _mailbox_list(ctx: Context, parsed: Parsed, operands: list[str]) -> int:
     user = _user(ctx, parsed)
     with ctx.user_storage(user) as storage:
+        from . import inspect
+
         return inspect.mailbox_list(
             ctx,
             storage,
@@ -108,6 +120,8 @@ def _mailbox_status(ctx: Context, parsed: Parsed, operands: list[str]) -> int:
         )
     user = _user(ctx, parsed)
     with ctx.user_storage(user) as storage:
+        from . import inspect
+
         return inspect.mailbox_status(
             ctx,
             storage,
@@ -125,6 +139,8 @@ def _fetch(ctx: Context, parsed: Parsed, operands: list[str]) -> int:
         )
     user = _user(ctx, parsed)
     with ctx.user_storage(user) as storage:
+        from .fetch import fetch
+
         return fetch(
             ctx,
             storage,
@@ -140,8 +156,20 @@ COMMANDS: dict[str, Command] = {
     for c in (
         Command("sync", SYNC_OPTIONS, "<destination>...", _sync, permute=False),
         Command("backup", BACKUP_OPTIONS, "<destination>...", _backup, permute=False),
-        Command("dsync-server", DSYNC_SERVER_OPTIONS, "[dsync-server]", run_server, permute=False),
-        Command("doveadm-server", DOVEADM_SERVER_OPTIONS, "", run_doveadm_server, permute=False),
+        Command(
+            "dsync-server",
+            DSYNC_SERVER_OPTIONS,
+            "[dsync-server]",
+            _lazy(".dsync", "run_server"),
+            permute=False,
+        ),
+        Command(
+            "doveadm-server",
+            DOVEADM_SERVER_OPTIONS,
+            "",
+            _lazy(".doveadm_server", "run_doveadm_server"),
+            permute=False,
+        ),
         Command(
             "mailbox list", MAILBOX_LIST_OPTIONS, "[<mailbox mask>...]", _mailbox_list, permute=True
         ),
@@ -153,7 +181,13 @@ COMMANDS: dict[str, Command] = {
             permute=True,
         ),
         Command("fetch", FETCH_OPTIONS, "<fields> <search query>", _fetch, permute=True),
-        Command("config", CONFIG_OPTIONS, "[<setting>...]", show_config, permute=True),
+        Command(
+            "config",
+            CONFIG_OPTIONS,
+            "[<setting>...]",
+            _lazy(".show_config", "show_config"),
+            permute=True,
+        ),
         Command(
             "force-resync",
             resync.FORCE_RESYNC_OPTIONS,
