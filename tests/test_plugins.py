@@ -273,3 +273,20 @@ def test_a_plugin_driver_opens_the_store(tmp_path: Path, monkeypatch: pytest.Mon
 
 def test_pluggy_manager_is_not_module_state() -> None:
     assert not any(isinstance(v, pluggy.PluginManager) for v in vars(hookspecs).values())
+
+
+def test_entry_point_declarations_are_found_without_importlib_metadata(tmp_path: Path) -> None:
+    from pydsync_server.plugins.manager import declares_entry_points
+
+    plain = tmp_path / "site"
+    (plain / "other-1.0.dist-info").mkdir(parents=True)
+    (plain / "other-1.0.dist-info" / "entry_points.txt").write_text("[console_scripts]\nx = y\n")
+    (plain / "broken.egg-info").write_text("an old single-file egg-info")
+    assert not declares_entry_points([str(plain), str(tmp_path / "missing")], "pydsync")
+    plugin = tmp_path / "plugin-site" / "myplugin-2.0.dist-info"
+    plugin.mkdir(parents=True)
+    (plugin / "entry_points.txt").write_text("[pydsync]\nmine = myplugin\n")
+    assert declares_entry_points([str(plain), str(plugin.parent)], "pydsync")
+    zipped = tmp_path / "eggs.zip"
+    zipped.write_bytes(b"PK")
+    assert declares_entry_points([str(zipped)], "pydsync")  # importlib.metadata decides
