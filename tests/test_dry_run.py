@@ -189,6 +189,8 @@ def test_snapshot_links_messages_and_copies_the_rest(tmp_path: Path) -> None:
         assert message.is_symlink() and message.resolve().parent == (a / "cur").resolve()
         assert not (root / "dovecot-uidlist").is_symlink()
         assert (root / "dovecot-uidlist").read_bytes() == (a / "dovecot-uidlist").read_bytes()
+        for sub in ("", "cur", ".Work/cur"):  # directory times as in the original
+            assert (root / sub).stat().st_mtime_ns == (a / sub).stat().st_mtime_ns
     assert not root.exists()
 
 

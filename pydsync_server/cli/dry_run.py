@@ -63,11 +63,12 @@ def _mirror(source: Path, target: Path) -> Path:
     if not source.is_dir():
         return target
     source = Path(os.path.abspath(source))  # the links must not depend on the cwd
+    dirs: list[tuple[Path, Path]] = []
     for dirpath, dirnames, filenames in os.walk(source):
         here = Path(dirpath)
         there = target / here.relative_to(source)
         there.mkdir(parents=True, exist_ok=True)
-        shutil.copystat(here, there)
+        dirs.append((here, there))
         messages = here.name in MESSAGE_DIRS
         for name in filenames:
             src = here / name
@@ -78,6 +79,10 @@ def _mirror(source: Path, target: Path) -> Path:
         for name in [d for d in dirnames if (here / d).is_symlink()]:
             dirnames.remove(name)  # a linked directory is copied as the link itself
             os.symlink(os.readlink(here / name), there / name)
+    # Directory times last, children first: a driver that trusts a summary while the
+    # directory's mtime is unchanged must see the same times as in the original.
+    for here, there in reversed(dirs):
+        shutil.copystat(here, there)
     return target
 
 
