@@ -164,6 +164,21 @@ def test_purge_and_force_resync_checked_by_dovecot(dovecot_env: DovecotEnv) -> N
     assert_same(before, clean_snapshot(mdbox.home, MDBOX))
 
 
+def test_backup_with_purge_flag_purges_the_mdbox(dovecot_env: DovecotEnv) -> None:
+    user = dovecot_env.user("a")
+    fill(user)
+    location = f"mdbox:{user.home}/mdbox"
+    assert pydsync(user, "maildir:~/Maildir", "backup", location).returncode == 0
+    storage = user.home / "mdbox" / "storage"
+    before = sum(p.stat().st_size for p in storage.glob("m.*"))
+    user.expunge("INBOX", "1:*")
+    proc = pydsync(user, "maildir:~/Maildir", "backup", "-P", location)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    after = sum(p.stat().st_size for p in storage.glob("m.*"))
+    assert after < before / 2  # INBOX held the big message
+    assert_same(dovecot_snapshot(user), clean_snapshot(user.home, MDBOX))
+
+
 def test_damaged_files_reported_readable_mail_kept_and_resync_recovers(
     dovecot_env: DovecotEnv,
 ) -> None:
