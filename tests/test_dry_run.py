@@ -13,6 +13,7 @@ import pytest
 
 from pydsync_server.cli.dry_run import plan_lines, snapshot
 from pydsync_server.cli.main import main
+from pydsync_server.errors import UsageError
 from pydsync_server.sample import materialise
 from pydsync_server.storage.location import MailLocation
 from pydsync_server.storage.observed import WriteEvent
@@ -195,9 +196,24 @@ def test_snapshot_links_messages_and_copies_the_rest(tmp_path: Path) -> None:
 
 
 def test_snapshot_refuses_unknown_drivers() -> None:
-    with pytest.raises(Exception, match="supports maildir"):
-        with snapshot(MailLocation("mdbox", "/nonexistent")):
+    with pytest.raises(UsageError, match="supports maildir, sdbox and mdbox stores, not mbox"):
+        with snapshot(MailLocation("mbox", "/nonexistent")):
             pass
+
+
+@pytest.mark.parametrize("driver", ["sdbox", "mdbox"])
+def test_dbox_stores_are_copied_whole_and_left_alone(tmp_path: Path, driver: str) -> None:
+    a = materialise(tmp_path / "a")
+    b = tmp_path / "b"
+    assert run(tmp_path, [*source(a), "sync", f"{driver}:{b}"])[0] == 0
+    deliver(a, "new-on-a")
+    before = tree(a, b)
+    code, out, err = run(tmp_path, [*source(a), "sync", "--dry-run", f"{driver}:{b}"])
+    assert code == 0, err
+    assert tree(a, b) == before
+    assert [r[:3] for r in plan(out) if r[1] == "save"] == [("remote", "save", "INBOX")]
+    with snapshot(MailLocation(driver, str(b))) as copy:
+        assert not any(p.is_symlink() for p in Path(copy.path).rglob("*"))
 
 
 def test_plan_line_format() -> None:

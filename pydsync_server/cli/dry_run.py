@@ -5,8 +5,10 @@ file of a Maildir store (uidlist, keywords, pydsync's change sidecar, Dovecot's 
 files, the mailbox log) is copied into a scratch directory, and each message file in
 `cur/`, `new/` and `tmp/` becomes a symlink to the original. Maildir never rewrites a
 message file (a flag change renames it, an expunge unlinks it, a save makes a new one),
-so nothing the run does can reach an original; the scratch directory is removed
-afterwards. The writes are observed (storage/observed.py) and become the plan.
+so nothing the run does can reach an original. dbox files are written in place (mdbox
+appends, a purge rewrites), so sdbox and mdbox stores are copied whole. The scratch
+directory is removed afterwards. The writes are observed (storage/observed.py) and
+become the plan.
 
 Only local destinations: a remote side writes as it imports, and neither Dovecot's
 `dsync-server` nor the protocol has a way to ask it not to (usage error, exit 64).
@@ -28,8 +30,11 @@ from ..storage.location import MailLocation
 from ..storage.observed import WriteEvent
 
 MESSAGE_DIRS = frozenset({"cur", "new", "tmp"})
-# Location parameters naming further directories a Maildir store writes under.
-PATH_PARAMS = ("CONTROL", "INDEX")
+# Drivers whose message files are linked (never rewritten), and those copied whole.
+LINKED_DRIVERS = frozenset({"maildir"})
+COPIED_DRIVERS = frozenset({"sdbox", "mdbox"})
+# Location parameters naming further directories a store writes under.
+PATH_PARAMS = ("CONTROL", "INDEX", "ALT")
 REMOTE_REFUSAL = (
     "--dry-run works only with a local destination (driver:path): a remote side "
     "changes its store while it imports"
@@ -42,24 +47,29 @@ def snapshot(location: MailLocation) -> Iterator[MailLocation]:
     if location.driver == "memory":
         yield location  # nothing outlives the process anyway
         return
-    if location.driver != "maildir":
-        raise UsageError(f"--dry-run supports maildir stores, not {location.driver}")
+    link = location.driver in LINKED_DRIVERS
+    if not link and location.driver not in COPIED_DRIVERS:
+        raise UsageError(
+            f"--dry-run supports maildir, sdbox and mdbox stores, not {location.driver}"
+        )
     scratch = Path(tempfile.mkdtemp(prefix="pydsync-dry-run."))
     try:
         params = dict(location.params)
-        path = _mirror(Path(location.path), scratch / "mail")
+        path = _mirror(Path(location.path), scratch / "mail", link)
         for index, key in enumerate(PATH_PARAMS):
             value = params.get(key)
             if value and value.upper() != "MEMORY":
-                params[key] = str(_mirror(Path(value), scratch / f"{index}-{key.lower()}"))
+                mirrored = _mirror(Path(value), scratch / f"{index}-{key.lower()}", link)
+                params[key] = str(mirrored)
         yield replace(location, path=str(path), params=params)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _mirror(source: Path, target: Path) -> Path:
+def _mirror(source: Path, target: Path, link: bool) -> Path:
     """Copy `source` to `target`: directories and control files copied, message files
-    linked. A store that does not exist yet is not created (the driver does, there)."""
+    linked if `link`. A store that does not exist yet is not created (the driver does,
+    there)."""
     if not source.is_dir():
         return target
     source = Path(os.path.abspath(source))  # the links must not depend on the cwd
@@ -69,7 +79,7 @@ def _mirror(source: Path, target: Path) -> Path:
         there = target / here.relative_to(source)
         there.mkdir(parents=True, exist_ok=True)
         dirs.append((here, there))
-        messages = here.name in MESSAGE_DIRS
+        messages = link and here.name in MESSAGE_DIRS
         for name in filenames:
             src = here / name
             if messages and not src.is_symlink() and src.is_file():
