@@ -392,7 +392,7 @@ def test_p_overrides_the_source_storage_only(tmp_path: Path) -> None:
 
 def test_command_destination_runs_our_dsync_server(tmp_path: Path) -> None:
     materialise(tmp_path)
-    env = {"USER": "jane", "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    env = {"USER": "jane", "HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "PYDSYNC_CONFIG": ""}
     server = f"{sys.executable} -m pydsync_server -o mail_location=maildir:~/Copy"
     code, out, err = run(["sync", server], env)
     assert (code, out) == (0, b""), err
@@ -413,7 +413,7 @@ def test_dsync_server_writes_only_protocol_to_stdout(tmp_path: Path) -> None:
         input=b"",
         capture_output=True,
         timeout=60,
-        env={"USER": "jane", "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        env={"USER": "jane", "HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "PYDSYNC_CONFIG": ""},
     )
     assert proc.stdout.startswith(b"VERSION\tdsync\t3\t5\n")
     assert proc.returncode == 75  # EOF before the master's handshake

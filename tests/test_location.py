@@ -47,6 +47,10 @@ def test_double_colon_is_a_literal_colon() -> None:
         ("%{user}/%{username}/%{domain}/%{home}", "jane@example.org/jane/example.org//home/jane"),
         ("%{env:MAILROOT}/%n", "/srv/mail/jane"),
         ("100%%", "100%"),
+        # Dovecot 2.4 filters (the stock 2.4 dovecot.conf: /home/%{user | username}).
+        ("/home/%{user | username}", "/home/jane"),
+        ("%{user|domain}/%{user | username | upper}", "example.org/JANE"),
+        ("%{env:MAILROOT | upper}", "/SRV/MAIL"),
     ],
 )
 def test_variables(text: str, expanded: str) -> None:
@@ -60,7 +64,15 @@ def test_variables_in_location() -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["maildir", "/home/x/Maildir", "maildir:~/M:BOGUS=1", "maildir:%X", "mail dir:/x"]
+    "text",
+    [
+        "maildir",
+        "/home/x/Maildir",
+        "maildir:~/M:BOGUS=1",
+        "maildir:%X",
+        "mail dir:/x",
+        "maildir:/x/%{user | nosuchfilter}",
+    ],
 )
 def test_invalid_locations(text: str) -> None:
     with pytest.raises(UsageError) as info:

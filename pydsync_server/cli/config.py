@@ -28,8 +28,9 @@ CONFIG_ENV = "PYDSYNC_CONFIG"
 INSTANCES_PATH = "/var/lib/dovecot/instances"
 # Kept in a command destination's environment besides `import_environment` (without -k).
 # What a command destination needs beyond `import_environment`: to find the command,
-# the user, and the ssh agent of the admin who runs it.
-CHILD_ENV_KEEP = ("PATH", "HOME", "USER", "SSH_AUTH_SOCK", "PYTHONPATH")
+# the user, the ssh agent of the admin who runs it, and (for a pydsync there) the
+# config file choice.
+CHILD_ENV_KEEP = ("PATH", "HOME", "USER", "SSH_AUTH_SOCK", "PYTHONPATH", CONFIG_ENV)
 
 
 @dataclass
