@@ -193,7 +193,7 @@ class UserRun:
             boxes = [self._box_json(box) for box in self.boxes.values()]
             changes = [
                 _write_json(side, event)
-                for side, event in self.writes
+                for side, event in self._by_side()
                 if event.kind in TREE_KINDS or event.kind == "purge"
             ]
             code = self.exit_code if self.exit_code is not None else int(ExitCode.FAILURE)
@@ -245,9 +245,13 @@ class UserRun:
         }
 
     def plan(self) -> list[tuple[str, WriteEvent]]:
-        """Every write, (side, event), each side's in the order it happened."""
+        """Every write, (side, event): the local side's, then the remote side's, each in
+        the order it happened (the two brains of a local run write concurrently)."""
         with self._lock:
-            return [w for side in (LOCAL, REMOTE) for w in self.writes if w[0] == side]
+            return self._by_side()
+
+    def _by_side(self) -> list[tuple[str, WriteEvent]]:
+        return [w for side in (LOCAL, REMOTE) for w in self.writes if w[0] == side]
 
 
 def _side_json(counts: SideCounts) -> dict[str, int]:
