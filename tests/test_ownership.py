@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import time
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,22 @@ def test_give_back_changes_only_roots_files(tmp_path: Path) -> None:
     assert (tmp_path / "a" / "b" / "f").stat().st_uid == 1000
     assert (tmp_path / "a").stat().st_gid == 1001
     assert (tmp_path / "a" / "other").stat().st_uid == 777
+
+
+@needs_root
+def test_give_back_skips_directories_untouched_since_the_session(tmp_path: Path) -> None:
+    """Entries appear in a directory only by touching it, so an old directory's files
+    are not looked at; a new one anywhere below is given back."""
+    old, fresh = tmp_path / "a" / "old", tmp_path / "a" / "fresh"
+    old.mkdir(parents=True)
+    (old / "before").write_text("x")  # root's, from before the session
+    past = time.time() - 10
+    os.utime(old, (past, past))
+    since = time.time_ns()
+    fresh.mkdir()
+    (fresh / "new").write_text("y")
+    give_back([tmp_path / "a"], Owner(1000, 1001), since)
+    assert (fresh / "new").stat().st_uid == 1000
+    assert fresh.stat().st_uid == 1000
+    assert old.stat().st_uid == 1000  # directories themselves are always checked
+    assert (old / "before").stat().st_uid == 0

@@ -131,13 +131,14 @@ class Context:
         """Open a store; close it afterwards and, when root, give its files back to the
         mail user (see ownership.py; `settings`: the user's, default the config's)."""
         owner = mail_owner(settings or self.config.as_mapping(), location, home)
+        opened_ns = time.time_ns()
         storage = self.open(location)
         try:
             yield storage
         finally:
             storage.close()
             if owner is not None:
-                give_back(store_paths(location), owner)
+                give_back(store_paths(location), owner, opened_ns)
 
     def user_storage(self, user: UserEnv) -> AbstractContextManager[Storage]:
         return self.storage_at(self.location(user), user.home, self.settings_for(user))

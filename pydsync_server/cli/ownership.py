@@ -69,14 +69,36 @@ def _configured_owner(settings: Mapping[str, str]) -> Owner | None:
     return Owner(uid, gid)
 
 
-def give_back(paths: Iterable[Path], owner: Owner) -> None:
-    """chown what root created under the store to the mail user (links not followed)."""
+def give_back(paths: Iterable[Path], owner: Owner, since_ns: int = 0) -> None:
+    """chown what root created under the store to the mail user (links not followed).
+
+    Creating or renaming an entry into a directory updates the directory's mtime, so
+    the entries of a directory untouched since `since_ns` (the session's start, less a
+    second for coarse timestamps) are not looked at: a no-change run over a big store
+    then stats directories, not every message file.
+    """
     for top in paths:
         if not top.exists():
             continue
-        for path in [top, *top.rglob("*")]:
-            try:
-                if path.lstat().st_uid == 0:
-                    os.lchown(path, owner.uid, owner.gid)
-            except FileNotFoundError:
-                continue
+        _give_back_entry(str(top), owner)
+        for dirpath, dirnames, filenames in os.walk(top):
+            entries = dirnames + filenames
+            if since_ns and _untouched_since(dirpath, since_ns):
+                entries = dirnames  # new files would have touched the directory
+            for name in entries:
+                _give_back_entry(os.path.join(dirpath, name), owner)
+
+
+def _untouched_since(directory: str, since_ns: int) -> bool:
+    try:
+        return os.lstat(directory).st_mtime_ns < since_ns - 1_000_000_000
+    except OSError:
+        return False
+
+
+def _give_back_entry(path: str, owner: Owner) -> None:
+    try:
+        if os.lstat(path).st_uid == 0:
+            os.lchown(path, owner.uid, owner.gid)
+    except FileNotFoundError:
+        pass
