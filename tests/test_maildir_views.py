@@ -158,3 +158,25 @@ def test_commit_on_a_settled_view_skips_rereading(tmp_path: Path, monkeypatch: o
     box.refresh()
     assert _view(box) == _fresh_view(tmp_path)
     assert [m.uid for m in box.messages()] == [1, 3]
+
+
+def test_opening_a_settled_folder_with_new_mail_reads_it_once(
+    tmp_path: Path, monkeypatch: object
+) -> None:
+    box = MaildirStorage(tmp_path).open_mailbox("INBOX")
+    with box.transaction() as tx:
+        tx.save(NewMessage(1, "g1", io.BytesIO(b"Subject: 1\n\nx\n")))
+    (tmp_path / "new" / "1700000000.M1P1.other").write_bytes(b"Subject: 2\n\ny\n")
+    _settle(tmp_path)
+    reads: list[object] = []
+    real = maildir_mailbox.read_folder
+
+    def counting(paths: object) -> object:
+        reads.append(paths)
+        return real(paths)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(maildir_mailbox, "read_folder", counting)  # type: ignore[attr-defined]
+    box = MaildirStorage(tmp_path).open_mailbox("INBOX")
+    assert [m.uid for m in box.messages()] == [1, 2]  # the new file got its UID
+    assert len(reads) == 1
+    assert _view(box) == _fresh_view(tmp_path)

@@ -115,13 +115,15 @@ class MaildirMailbox(Mailbox):
         self.set_plan(view.plan)
         self._stamp, self._state = view.stamp, view.state
 
+    def _still(self, stamp: FolderStamp) -> bool:
+        """The folder is provably as it was when `stamp` was taken (see reusable_state)."""
+        return stamp.settled and stamp.same_disk(self.take_stamp())
+
     def reusable_state(self) -> FolderState | None:
         """What the view's scan read, when the folder provably did not change since:
         the stamp is unchanged and was settled (no change hidden in its timestamp tick).
         A commit holding the lock may then skip re-reading the folder."""
-        if self._state is None or self._stamp is None or not self._stamp.settled:
-            return None
-        if not self._stamp.same_disk(self.take_stamp()):
+        if self._state is None or self._stamp is None or not self._still(self._stamp):
             return None
         return reading_copy(self._state)
 
@@ -131,14 +133,16 @@ class MaildirMailbox(Mailbox):
             self._ensure_subdirs()
             state: FolderState | None = read_folder(self.paths)
             assert state is not None
-            plan = None
+            plan = work = None
             if state.uidlist is not None and state.uidlist.guid is not None:
-                plan = plan_sync(reading_copy(state), self.ctx)
-            if plan is None or plan.needs_write:
+                work = reading_copy(state)
+                plan = plan_sync(work, self.ctx)
+            if plan is None or work is None or plan.needs_write:
                 with self.locked():
-                    state = read_folder(self.paths)
-                    plan = plan_sync(state, self.ctx)
-                    self.apply_plan(state, plan)
+                    if plan is None or work is None or not self._still(stamp):
+                        work = state = read_folder(self.paths)
+                        plan = plan_sync(state, self.ctx)
+                    self.apply_plan(work, plan)
                     if plan.needs_write:
                         # our own writes moved the stamp; a stamp this fresh is
                         # never settled, so it serves this run only

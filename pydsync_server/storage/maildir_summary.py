@@ -3,9 +3,9 @@
 A maildir folder can only change through its cur/ and new/ directories and its text
 files. Their stat data (the stamp) taken before a scan, stored next to what the scan
 found, answers the next open when the stamp is unchanged — as Dovecot trusts its index
-while the directories' mtimes stay put. A directory modified less than a second before
-the scan may change again within the same timestamp tick, so such a stamp is not
-trusted ("dirty", as Dovecot's maildir sync calls it). The file is a cache: a missing,
+while the directories' mtimes stay put. A directory modified within a timestamp tick
+before the scan may change again within that tick, so such a stamp is not trusted
+("dirty", as Dovecot's maildir sync calls it). The file is a cache: a missing,
 stale or unreadable one only costs a rescan, so it is replaced atomically, not fsynced.
 """
 
@@ -21,7 +21,15 @@ from .base import MailboxStatus
 
 SUMMARY_NAME = "pydsync-summary"
 _FORMAT = "pydsync-summary/1"
-_DIRTY_NS = 1_000_000_000  # Dovecot's MAILDIR_SYNC_SECS
+# A file system that stamps whole seconds may stamp two seconds (FAT): Dovecot's
+# MAILDIR_SYNC_SECS rule, doubled. One with sub-second stamps takes them from the
+# kernel's coarse clock, a jiffy (at most 10 ms) behind the time we read.
+_COARSE_TICK_NS = 2_000_000_000
+_FINE_TICK_NS = 50_000_000
+
+
+def _tick_ns(mtime_ns: int) -> int:
+    return _FINE_TICK_NS if mtime_ns % 1_000_000_000 else _COARSE_TICK_NS
 
 StatKey = tuple[int, int, int, int]  # (device, inode, size, mtime ns); zeros = missing
 
@@ -54,7 +62,7 @@ class FolderStamp:
     @property
     def settled(self) -> bool:
         """No directory was modified within a timestamp tick of the stamp."""
-        return all(key[3] + _DIRTY_NS <= self.taken_ns for key in self.dirs)
+        return all(key[3] + _tick_ns(key[3]) <= self.taken_ns for key in self.dirs)
 
     def vouches_for(self, newer: FolderStamp) -> bool:
         """A scan made after this stamp still shows the folder at `newer`."""
