@@ -201,7 +201,12 @@ class SyncPlan:
 
 
 def message_keywords(info: FileInfo, keywords: KeywordMap) -> frozenset[str]:
+    if not info.keyword_idx:
+        return _NO_KEYWORDS
     return frozenset(keywords.name_for(idx) for idx in info.keyword_idx)
+
+
+_NO_KEYWORDS: frozenset[str] = frozenset()
 
 
 def plan_sync(state: FolderState, ctx: StoreContext, *, first_free_uid: int = 0) -> SyncPlan:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -185,24 +186,24 @@ class ChangeTracker:
         if uid_validity != self.uid_validity or mailbox_guid != self.mailbox_guid:
             self._reset(uid_validity, mailbox_guid, current)
             return True
-        modseq = self._foreign_modseq()
+        modseq = _LazyModseq(self._foreign_modseq)
         changed = False
         for uid in sorted(self.msgs.keys() - current.keys()):
-            self.expunged(uid, modseq, dsync=False)
+            self.expunged(uid, modseq.value, dsync=False)
             changed = True
         for uid, state in sorted(current.items()):
             snap = self.msgs.get(uid)
             if snap is None:
-                self.msgs[uid] = Snapshot(modseq, state.flags, state.keywords, state.guid)
+                self.msgs[uid] = Snapshot(modseq.value, state.flags, state.keywords, state.guid)
                 changed = True
             elif (snap.flags, snap.keywords) != (state.flags, state.keywords):
-                self.set_flags(uid, state.flags, state.keywords, modseq, dsync=False)
+                self.set_flags(uid, state.flags, state.keywords, modseq.value, dsync=False)
                 changed = True
             elif snap.guid != state.guid:
                 self.msgs[uid] = replace(snap, guid=state.guid)
                 changed = True
         if changed:
-            self.highest_modseq = max(self.highest_modseq, modseq)
+            self.highest_modseq = max(self.highest_modseq, modseq.value)
             self._trim()
         return changed
 
@@ -227,19 +228,19 @@ class ChangeTracker:
             self.attrs = {k: AttrMeta(value_digest(v), 0, 0, False) for k, v in values.items()}
             self.attrs_known = True
             return
-        modseq = self._foreign_modseq()
+        modseq = _LazyModseq(self._foreign_modseq)
         changed = False
         for key, value in values.items():
             meta = self.attrs.get(key)
             if meta is None or meta.digest != value_digest(value):
-                self.attrs[key] = AttrMeta(value_digest(value), now, modseq, False)
+                self.attrs[key] = AttrMeta(value_digest(value), now, modseq.value, False)
                 changed = True
         for key, meta in list(self.attrs.items()):
             if meta.digest and key not in values:
-                self.attrs[key] = AttrMeta("", now, modseq, False)
+                self.attrs[key] = AttrMeta("", now, modseq.value, False)
                 changed = True
         if changed:
-            self.highest_modseq = modseq
+            self.highest_modseq = modseq.value
             self._trim_tombstones()
 
     def _foreign_modseq(self) -> int:
@@ -322,6 +323,21 @@ class ChangeTracker:
                 continue  # an expunge ends the UID's history
             merged[rec.uid] = _merge(prev, rec)
         return [merged[uid] for uid in sorted(merged)]
+
+
+class _LazyModseq:
+    """One change's modseq, drawn (a random step, which costs a syscall) when first
+    used: most reconciles find nothing changed."""
+
+    def __init__(self, draw: Callable[[], int]) -> None:
+        self._draw = draw
+        self._value = 0
+
+    @property
+    def value(self) -> int:
+        if not self._value:
+            self._value = self._draw()
+        return self._value
 
 
 def _merge(prev: MessageChange | None, rec: LogRecord) -> MessageChange:

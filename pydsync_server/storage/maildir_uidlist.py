@@ -47,7 +47,8 @@ class Uidlist:
         return max(self.hdr_next_uid, last)
 
     def copy(self) -> Uidlist:
-        records = [UidlistRecord(r.uid, r.base, dict(r.ext)) for r in self.records]
+        # records are never changed in place (a new UID or name is a new record)
+        records = list(self.records)
         return Uidlist(
             self.uid_validity, self.hdr_next_uid, self.guid, records, list(self.hdr_extra),
             self.version,
