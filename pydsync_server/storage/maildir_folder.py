@@ -295,7 +295,7 @@ def _note_dates(tracker: ChangeTracker, messages: dict[int, Message], mail_dir: 
         except OSError:
             continue  # renamed meanwhile: looked up on the next scan
         saved = snap.saved_date or int(st.st_ctime)
-        tracker.msgs[uid] = replace(snap, received_date=int(st.st_mtime) or 1, saved_date=saved)
+        tracker.msgs[uid] = snap._replace(received_date=int(st.st_mtime) or 1, saved_date=saved)
 
 
 # -- writing -------------------------------------------------------------------------

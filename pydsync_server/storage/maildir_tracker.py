@@ -15,7 +15,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .attributes import MAX_TOMBSTONES
 from .base import MessageChange, guid128
@@ -30,8 +30,7 @@ _FOREIGN_STEP = 1 << 16
 _FORMAT = "pydsync-changes/1"
 
 
-@dataclass(frozen=True)
-class MessageState:
+class MessageState(NamedTuple):
     """What the directory shows of one message (flags use protocol bits)."""
 
     flags: int
@@ -39,8 +38,7 @@ class MessageState:
     guid: str
 
 
-@dataclass(frozen=True)
-class Snapshot:
+class Snapshot(NamedTuple):
     modseq: int
     flags: int
     keywords: frozenset[str]
@@ -49,8 +47,7 @@ class Snapshot:
     received_date: int = 0  # 0: not looked up yet (the file's mtime)
 
 
-@dataclass(frozen=True)
-class LogRecord:
+class LogRecord(NamedTuple):
     modseq: int
     uid: int
     dsync: bool
@@ -200,7 +197,7 @@ class ChangeTracker:
                 self.set_flags(uid, state.flags, state.keywords, modseq.value, dsync=False)
                 changed = True
             elif snap.guid != state.guid:
-                self.msgs[uid] = replace(snap, guid=state.guid)
+                self.msgs[uid] = snap._replace(guid=state.guid)
                 changed = True
         if changed:
             self.highest_modseq = max(self.highest_modseq, modseq.value)
@@ -271,7 +268,7 @@ class ChangeTracker:
                 keyword_ops=keyword_ops(snap.keywords, keywords),
             )
         )  # fmt: skip
-        self.msgs[uid] = replace(snap, modseq=modseq, flags=flags, keywords=keywords)
+        self.msgs[uid] = snap._replace(modseq=modseq, flags=flags, keywords=keywords)
         self.highest_modseq = max(self.highest_modseq, modseq)
 
     def expunged(self, uid: int, modseq: int, *, dsync: bool, guid: str = "") -> None:

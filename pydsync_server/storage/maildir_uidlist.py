@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 MAILDIR_INFO_SEP = ":"
 KEYWORD_LETTERS = "abcdefghijklmnopqrstuvwxyz"
@@ -226,8 +227,7 @@ class KeywordMap:
 # -- file names -------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class FileInfo:
+class FileInfo(NamedTuple):
     """What a message file name says: flags, keyword letter indexes, other letters."""
 
     flags: int
