@@ -164,6 +164,42 @@ def test_purge_and_force_resync_checked_by_dovecot(dovecot_env: DovecotEnv) -> N
     assert_same(before, clean_snapshot(mdbox.home, MDBOX))
 
 
+def test_force_resync_of_a_dovecot_written_store(dovecot_env: DovecotEnv) -> None:
+    """Dovecot's own indexes (snapshots, caches) replaced by pydsync's rebuild, compared
+    with what `doveadm force-resync` makes of a copy: after the map is lost (an expunged,
+    unpurged message comes back, as with Dovecot), and after a broken record in a
+    mailbox log (the mailbox keeps its messages, GUID and UIDVALIDITY)."""
+    user = dovecot_env.user("a", location=MDBOX)
+    fill(user)
+    for _ in range(3):
+        user.doveadm("flags", "add", "\\Seen", "mailbox", "INBOX", "all")
+        user.doveadm("flags", "remove", "\\Seen", "mailbox", "INBOX", "all")
+    twin = dovecot_env.user("b", location=MDBOX)
+    shutil.copytree(user.home / "mdbox", twin.home / "mdbox")
+    _chown_tree(twin.home)
+    for home in (user.home, twin.home):
+        for index in (home / "mdbox/storage").glob("dovecot.map.index*"):
+            index.unlink()
+    twin.doveadm("force-resync", "*")
+    proc = pydsync(user, MDBOX, "force-resync", "*")
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    _chown_tree(user.home)
+    before = clean_snapshot(twin.home, MDBOX)
+    assert_same(before, clean_snapshot(user.home, MDBOX))
+    log = user.home / "mdbox/mailboxes/Work/dbox-Mails/dovecot.index.log"
+    data = bytearray(log.read_bytes())
+    data[-12:-8] = b"\x00\x40\x00\x00"  # the last record's type: one that doesn't exist
+    log.write_bytes(bytes(data))
+    proc = pydsync(user, MDBOX, "backup", f"maildir:{user.home}/Copy")
+    assert proc.returncode != 0 and b"force-resync" in proc.stderr
+    proc = pydsync(user, MDBOX, "force-resync", "*")
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    _chown_tree(user.home)
+    work, old = clean_snapshot(user.home, MDBOX).mailbox("Work"), before.mailbox("Work")
+    assert (work.guid, work.uidvalidity) == (old.guid, old.uidvalidity)
+    assert [m.guid for m in work.messages] == [m.guid for m in old.messages]
+
+
 def test_backup_with_purge_flag_purges_the_mdbox(dovecot_env: DovecotEnv) -> None:
     user = dovecot_env.user("a")
     fill(user)
