@@ -200,6 +200,31 @@ def test_force_resync_of_a_dovecot_written_store(dovecot_env: DovecotEnv) -> Non
     assert [m.guid for m in work.messages] == [m.guid for m in old.messages]
 
 
+def test_force_resync_without_any_index_as_dovecot(dovecot_env: DovecotEnv) -> None:
+    """Every index lost (§3.6 B): pydsync and doveadm force-resync, each on a copy, give
+    the same UIDs, GUIDs, flags (none) and UIDNEXTs; GUIDs and UIDVALIDITYs are new."""
+    user = dovecot_env.user("a", location=MDBOX)
+    fill(user)
+    twin = dovecot_env.user("b", location=MDBOX)
+    shutil.copytree(user.home / "mdbox", twin.home / "mdbox")
+    _chown_tree(twin.home)
+    for home in (user.home, twin.home):
+        for index in (home / "mdbox").rglob("dovecot*index*"):
+            index.unlink()
+    twin.doveadm("force-resync", "*")
+    proc = pydsync(user, MDBOX, "force-resync", "*")
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    _chown_tree(user.home)
+    ours, theirs = clean_snapshot(user.home, MDBOX), clean_snapshot(twin.home, MDBOX)
+    assert ours.mailbox_list == theirs.mailbox_list
+    for box in theirs.mailboxes:
+        mine = ours.mailbox(box.name)
+        assert mine.uidnext == box.uidnext
+        assert [(m.uid, m.guid, m.flags) for m in mine.messages] == [
+            (m.uid, m.guid, m.flags) for m in box.messages
+        ]
+
+
 def test_backup_with_purge_flag_purges_the_mdbox(dovecot_env: DovecotEnv) -> None:
     user = dovecot_env.user("a")
     fill(user)
