@@ -222,3 +222,12 @@ def test_plan_line_format() -> None:
         ("local", WriteEvent("rename", "Old", detail="New")),
     ]
     assert plan_lines(events) == ["remote\tsave\tINBOX\t4\t120 bytes", "local\trename\tOld\t-\tNew"]
+
+
+@pytest.mark.parametrize("option", ["-v", "--json", "--dry-run"])
+def test_not_with_a_doveadm_server_running_the_command(tmp_path: Path, option: str) -> None:
+    a = materialise(tmp_path / "a")
+    args = [*source(a), "backup", "-S", f"{tmp_path}/no-socket", option, "maildir:/x"]
+    code, out, err = run(tmp_path, args)
+    assert (code, out) == (64, b"")
+    assert "-v, --json and --dry-run can't be used with -S" in err

@@ -40,7 +40,7 @@ from .options import BACKUP_OPTIONS, SYNC_OPTIONS, Parsed
 from .report import LOCAL, REMOTE, UserRun
 from .sync_options import build_settings, parse_uint
 from .users import run_users, select_users, worker_count
-from .watch import Watch, observed
+from .watch import Watch, observed, watched
 
 Log = Callable[[str], None]
 DESYNC_WARNING = "Mailbox changes caused a desync. You may want to run dsync again: "
@@ -51,6 +51,8 @@ def run_sync(ctx: Context, command: str, parsed: Parsed, operands: list[str]) ->
     (`-A`, `-F`, `-u` mask) go through a worker pool (users.py); with `-S` the doveadm
     server at that address runs it (doveadm_remote.py)."""
     if parsed.value("socket_path") is not None:
+        if watched(parsed):  # the server runs the brains: nothing here to watch
+            raise UsageError("-v, --json and --dry-run can't be used with -S")
         table = SYNC_OPTIONS if command == "sync" else BACKUP_OPTIONS
         return run_on_server(ctx, command, table, parsed, operands)
     lookup = not parsed.flag("no_userdb_lookup")

@@ -70,6 +70,11 @@ class Watch:
             self.report.write(self.json, exit_code, self.ctx.stdout)
 
 
+def watched(parsed: Parsed) -> bool:
+    """Whether `-v`, `--json` or `--dry-run` was given."""
+    return any(parsed.flag(dest) for dest in ("progress", "json", "dry_run"))
+
+
 def observed(storage: Storage, run: UserRun | None, side: str) -> Storage:
     """`storage` with its writes reported to `run` (as is when nothing is watched)."""
     return storage if run is None else ObservedStorage(storage, run.sink(side))
