@@ -21,6 +21,7 @@ from pydsync_server.protocol.items import (
 )
 from pydsync_server.storage.base import NewMessage
 from pydsync_server.storage.maildir import MaildirStorage
+from pydsync_server.storage.maildir_summary import SUMMARY_NAME
 
 VECTORS = Path(__file__).resolve().parent / "data" / "vectors"
 REPO = Path(__file__).resolve().parent.parent
@@ -42,11 +43,13 @@ def run_server(home: Path, stdin: bytes) -> subprocess.CompletedProcess[bytes]:
 
 
 def tree_digest(root: Path) -> dict[str, str]:
-    """Every file of the store with its content hash (pydsync's own tracker included)."""
+    """Every file of the store with its content hash (pydsync's own tracker included;
+    not the pydsync-summary status cache, which any read may refresh, as Dovecot's
+    reads refresh its index)."""
     return {
         str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
         for path in sorted(root.rglob("*"))
-        if path.is_file()
+        if path.is_file() and path.name != SUMMARY_NAME
     }
 
 
