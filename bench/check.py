@@ -72,18 +72,24 @@ def tab_rows(out: bytes) -> list[dict[str, str]]:
     return [dict(zip(names, ln.split("\t"), strict=False)) for ln in lines[1:]]
 
 
-def snapshot(dc: Dovecot, home: Path) -> Snapshot:
-    """Mailbox list/status, subscriptions and every mail (GUID, flags, body hash)."""
-    status = sh(
-        dc.argv(
-            "check",
-            home,
-            ["mailbox", "status"],
-            ["messages uidnext uidvalidity guid", "*"],
-            fmt="tab",
-        )
-    ).stdout
-    subs = sh(dc.argv("check", home, ["mailbox", "list"], ["-s"], fmt="tab")).stdout
+def snapshot(dc: Dovecot, home: Path, strict: bool = False) -> Snapshot:
+    """Mailbox list/status, subscriptions and every mail (GUID, flags, body hash).
+
+    `strict`: any word on doveadm's stderr fails the read. A dbox store that Dovecot
+    must rebuild ("rebuilding indexes", "corrupted") is still readable afterwards, so
+    only the messages of its first reads tell (storage-formats §3.7, §4.4).
+    """
+    said: list[str] = []
+
+    def run(cmd: list[str], rest: list[str]) -> bytes:
+        p = sh(dc.argv("check", home, cmd, rest, fmt="tab"))
+        said.append(p.stderr.decode(errors="replace").strip())
+        return p.stdout
+
+    status = run(["mailbox", "status"], ["messages uidnext uidvalidity guid", "*"])
+    subs = run(["mailbox", "list"], ["-s"])
+    if strict and any(said):
+        raise BenchError("doveadm printed: " + " | ".join(x for x in said if x)[-600:])
     argv = dc.argv("check", home, ["fetch"], [" ".join(FETCH_FIELDS) + " text", "all"], fmt="pager")
     mails: dict[MailKey, Mail] = {}
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as p:

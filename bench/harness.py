@@ -8,6 +8,7 @@ an expunge an unlink), and a `Seal` verifies that a run did not either.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shlex
@@ -30,6 +31,7 @@ CONF_COMMON = (
     "mail_uid = vmail\nmail_gid = vmail\nfirst_valid_uid = 0\nfirst_valid_gid = 0\n"
     "namespace inbox {\n  inbox = yes\n  separator = /\n}\n"
 )
+PURE_ENV = "PYDSYNC_PUREPYTHON"  # =1 makes pydsync use its pure-Python twin, not cffi
 MESSAGE_DIRS = ("cur", "new")  # Maildir directories that hold only message files
 
 
@@ -54,6 +56,22 @@ class Dovecot:
     @property
     def v24(self) -> bool:
         return not self.version.startswith("2.3")
+
+    def with_opts(self, *opts: str) -> Dovecot:
+        return dataclasses.replace(self, opts=self.opts + opts)
+
+    def at(self, store: str) -> Dovecot:
+        """This Dovecot with the user's mail in `~/<store>` (mdbox, sdbox): the 2.3
+        mail_location or the 2.4 mail_driver/mail_path (dovecot-2.4-notes §1). An mdbox
+        gets Dovecot's default rotate size, said out loud so both sides match."""
+        opts = (
+            [f"mail_driver={store}", f"mail_path=~/{store}"]
+            if self.v24
+            else [f"mail_location={store}:~/{store}"]
+        )
+        if store == "mdbox":
+            opts.append("mdbox_rotate_size=10M")
+        return self.with_opts(*opts)
 
     def argv(
         self, user: str, home: Path, cmd: list[str], rest: list[str], fmt: str | None = None
@@ -186,6 +204,7 @@ def freeze_pydsync(root: Path, rev: str, work: Path, python: str) -> tuple[str, 
         tmp.mkdir(parents=True)
         tar = sh(["git", "-C", str(root), "archive", sha, "pydsync_server", "hooks"]).stdout
         sh(["tar", "-x", "-C", str(tmp)], input=tar)
+        build_native(tmp, python)
         sh([python, "-m", "compileall", "-q", str(tmp)])
         launcher = tmp / "pydsync"
         launcher.write_text(
@@ -196,3 +215,26 @@ def freeze_pydsync(root: Path, rev: str, work: Path, python: str) -> tuple[str, 
         shutil.rmtree(top, ignore_errors=True)
         tmp.rename(top)
     return str(top / "pydsync"), sha
+
+
+def build_native(tree: Path, python: str) -> None:
+    """Compile the cffi module of an archived tree from its own speedups.c, as an install
+    does: the .so is not committed, and without it the copy would silently run pure."""
+    native = tree / "pydsync_server" / "_native"
+    if not (native / "_ffi_build.py").exists():
+        return  # a revision before the cffi path
+    script = (
+        "import sys; sys.path.insert(0, 'pydsync_server/_native'); "
+        "from _ffi_build import ffibuilder; ffibuilder.compile(tmpdir='.')"
+    )
+    sh([python, "-c", script], cwd=tree)
+    for junk in [*native.glob("*.o"), native / "_speedups.c"]:
+        junk.unlink(missing_ok=True)
+
+
+def native_of(exe: str, pure: bool) -> str:
+    """What `pydsync --version` says is live ("c" or "python"), with or without PURE_ENV."""
+    env = {"PATH": PATH} | ({PURE_ENV: "1"} if pure else {})
+    out = sh([exe, "--version"], env=env).stdout.decode()
+    m = re.search(r"native: (\w+)", out)
+    return m.group(1) if m else "unknown"

@@ -76,9 +76,9 @@ class Bed:
     def ref_home(self) -> Path:
         return self.dir / "ref" / "a"
 
-    def ctx(self, src: Path, dst: Path, rundir: Path) -> Ctx:
+    def ctx(self, src: Path, dst: Path, rundir: Path, store: str = "maildir") -> Ctx:
         py_opts = [x for o in self.args.opt + self.args.py_opt for x in ("-o", o)]
-        return Ctx(self.dc, self.args.pydsync, py_opts, src, dst, rundir)
+        return Ctx(self.dc, self.args.pydsync, py_opts, src, dst, rundir, store)
 
     def pair(self, row: Row) -> Pair:
         return self.pair_for(row.work.pair, row.link)

@@ -34,10 +34,11 @@ from harness import (
     clone_tree,
     detect_version,
     freeze_pydsync,
+    native_of,
     write_conf,
 )
 from pairs import Bed, Pair, keep_logs, prepare, tail
-from report import Run, markdown, prep_line, scaling_table, summarise, table, title
+from report import Run, load_line, markdown, prep_line, scaling_table, summarise, table, title
 from rows import Row, probe_pydsync, select
 from timing import gnu_time, timed
 
@@ -45,10 +46,16 @@ ROOT = Path(__file__).resolve().parents[1]
 SCALING_ROWS = "state,fast.d,fast.p"
 
 
-def check_run(bed: Bed, pair: Pair, src: Path, dst: Path) -> list[str]:
-    """The destination equals the source (backup), or both sides hold the merge (sync)."""
+def check_run(bed: Bed, pair: Pair, src: Path, dst: Path, store: str) -> list[str]:
+    """The destination equals the source (backup), or both sides hold the merge (sync).
+
+    A dbox destination is read by Dovecot as its own store, in place: no force-resync,
+    and nothing on doveadm's stderr (no rebuild, no corruption found).
+    """
     try:
         chown_vmail(dst)
+        if store != "maildir":
+            return compare(bed.ref, snapshot(bed.dc.at(store), dst, strict=True))
         if pair.b is None:
             return compare(bed.ref, snapshot(bed.dc, dst))
         chown_vmail(src)
@@ -73,15 +80,16 @@ def one_run(bed: Bed, row: Row, rnd: int) -> Run:
     else:
         dst.mkdir()
         shutil.chown(dst, "vmail", "vmail")
-    argv = bed.ctx(src, dst, rundir).argv(row.link, row.work.words(pair.state))
+    argv = bed.ctx(src, dst, rundir, row.work.store).argv(row.link, row.work.words(pair.state))
     (rundir / "argv").write_text(shlex.join(argv) + "\n")
     os.sync()
+    run.load = os.getloadavg()[0]
     t = run.timing = timed(argv, rundir, args.timeout, args.gnu_time)
     if t.exit != 0 or t.timed_out:
         why = "timed out" if t.timed_out else f"exit {t.exit}"
         run.error = f"{why}: {tail(rundir / 'stderr')}"
     else:
-        run.problems = [] if args.no_check else check_run(bed, pair, src, dst)
+        run.problems = [] if args.no_check else check_run(bed, pair, src, dst, row.work.store)
         if broken := pair.broken():
             run.problems.append(broken)
         if run.problems:
@@ -147,6 +155,7 @@ def environment(dc: Dovecot, args: argparse.Namespace) -> dict[str, Any]:
         "host": platform.node(),
         "kernel": platform.release(),
         "cpus": os.cpu_count(),
+        "loadavg_start": args.load_start,
         "loadavg": os.getloadavg(),
         "python": platform.python_version(),
         "dovecot": dc.version,
@@ -156,6 +165,7 @@ def environment(dc: Dovecot, args: argparse.Namespace) -> dict[str, Any]:
         "doveadm_opts": list(dc.opts),
         "pydsync_opts": args.opt + args.py_opt,
         "rss_proc_method": "GNU time %M" if args.gnu_time else "sampled VmHWM",
+        "pydsync_native": args.native,
     }
 
 
@@ -230,6 +240,12 @@ def headline(args: argparse.Namespace, dc: Dovecot, manifest: dict[str, Any]) ->
     )
 
 
+def native_words(native: dict[str, str]) -> str:
+    if not native:
+        return "native path unknown"
+    return f"native path {native['default']}, {native['pure']} with PYDSYNC_PUREPYTHON=1"
+
+
 def write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -241,12 +257,29 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.gnu_time = gnu_time()
     args.started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    args.load_start = os.getloadavg()
     try:
         dc = setup(args)
     except BenchError as e:
         print(f"run.py: {e}", file=sys.stderr)
         return 1
     why = probe_pydsync(args.pydsync)
+    args.native = {}
+    if not why:
+        try:
+            args.native = {
+                "default": native_of(args.pydsync, False),
+                "pure": native_of(args.pydsync, True),
+            }
+        except BenchError as e:
+            print(f"run.py: {e}", file=sys.stderr)
+            return 1
+        if any(r.twin for r in args.rows) and args.native != {"default": "c", "pure": "python"}:
+            print(
+                f"run.py: C and pure rows need both paths, pydsync has {args.native}",
+                file=sys.stderr,
+            )
+            return 1
     results: dict[str, Any] = {}
     blocks: list[str] = []
     per_size: dict[int, dict[str, Any]] = {}
@@ -259,7 +292,14 @@ def main(argv: list[str] | None = None) -> int:
         runs, summary = run_size(bed, args.rows, why)
         per_size[size] = summary
         blocks.append(
-            "\n".join([headline(args, dc, bed.manifest), table(summary), prep_line(bed.prep)])
+            "\n".join(
+                [
+                    headline(args, dc, bed.manifest),
+                    table(summary),
+                    prep_line(bed.prep),
+                    load_line(runs),
+                ]
+            )
         )
         print(blocks[-1] + "\n")
         results[str(size)] = {
@@ -289,7 +329,10 @@ def main(argv: list[str] | None = None) -> int:
         intro = [
             f"`bench/run.py {shlex.join(sys.argv[1:] if argv is None else argv)}`, "
             f"{env['started']} to {env['when']}, host {env['host']} ({env['cpus']} CPUs), pydsync "
-            f"{env['pydsync_commit']}. JSON: `{out.name}`."
+            f"{env['pydsync_commit']} ({native_words(env['pydsync_native'])}). "
+            f"JSON: `{out.name}`. Load average (1/5/15 min) at the start "
+            f"{', '.join(f'{x:.2f}' for x in env['loadavg_start'])}, at the end "
+            f"{', '.join(f'{x:.2f}' for x in env['loadavg'])}."
         ]
         heading = (
             f"Benchmark run {env['when'][:10]}: {', '.join(map(str, args.sizes))} messages "
