@@ -31,9 +31,6 @@ from ..transport.replicator import SyncTypeWatch, notify_replicator
 from ..transport.stream import ByteStream, StreamChannel
 from .context import Context
 from .destination import CommandDestination, LocalDestination, TcpDestination, classify
-from .doveadm_client import tcp_stream
-from .doveadm_remote import run_on_server
-from .dry_run import refuse_remote, snapshot
 from .hooked import PurgeWatch, purge_after, run_hooked
 from .lock import user_lock_for
 from .options import BACKUP_OPTIONS, SYNC_OPTIONS, Parsed
@@ -54,6 +51,8 @@ def run_sync(ctx: Context, command: str, parsed: Parsed, operands: list[str]) ->
         if watched(parsed):  # the server runs the brains: nothing here to watch
             raise UsageError("-v, --json and --dry-run can't be used with -S")
         table = SYNC_OPTIONS if command == "sync" else BACKUP_OPTIONS
+        from .doveadm_remote import run_on_server  # -S only: its imports cost start-up
+
         return run_on_server(ctx, command, table, parsed, operands)
     lookup = not parsed.flag("no_userdb_lookup")
     users = select_users(ctx, parsed)
@@ -159,6 +158,8 @@ def _sync_watched(
 
     if watch.dry_run:
         if not isinstance(dest, LocalDestination):
+            from .dry_run import refuse_remote
+
             raise refuse_remote()
         # No hooks (no kick, no notification, no purge): nothing was synced.
         result = _dry_run(ctx, user, source, dest, settings, user_settings, run)
@@ -231,6 +232,8 @@ def _dry_run(
 ) -> SyncResult:
     """`--dry-run`: the sync on snapshots of both stores (dry_run.py), writes observed."""
     _check_distinct(here, dest)
+    from .dry_run import snapshot
+
     with snapshot(here) as mine, snapshot(dest.location) as theirs:
         storage, other = ctx.open(mine), ctx.open(theirs)
         try:
@@ -300,6 +303,8 @@ def _run_tcp(
     except OSError as exc:
         raise DsyncError(f"rawlog: open({rawlog}) failed: {exc.strerror or exc}") from exc
     try:
+        from .doveadm_client import tcp_stream  # tcp: only (ssl, socket)
+
         stream = tcp_stream(ctx, user, dest, timeout=timeout, replicator_notify=notify)
     except BaseException:
         if raw is not None:

@@ -10,7 +10,6 @@ overriding any other, and a summary line names the users that failed.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ..errors import ConfigError, DsyncError, ExitCode, UsageError
@@ -91,9 +90,15 @@ def run_users(
             return UserOutcome(user, int(exc.exit_code), str(exc))
         return UserOutcome(user, code, reason)
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dsync-user") as pool:
-        futures = [pool.submit(job, user) for user in users]
-    outcomes = [future.result() for future in futures]
+    if len(users) == 1 or workers == 1:
+        # the usual single user runs here (no pool to import and start)
+        outcomes = [job(user) for user in users]
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dsync-user") as pool:
+            futures = [pool.submit(job, user) for user in users]
+        outcomes = [future.result() for future in futures]
     failed = [o for o in outcomes if o.code != ExitCode.OK]
     if failed:
         ctx.error(summary(failed, len(outcomes)))
