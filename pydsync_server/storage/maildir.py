@@ -157,6 +157,7 @@ class MaildirStorage(Storage):
     # -- creating --
 
     def create_mailbox(self, vname: str, guid: bytes | None = None, uid_validity: int = 0) -> None:
+        self.ctx.views.clear()  # a tree change may reuse a path, even inodes
         vname = _normalize(self.names, vname)
         if self._is_mailbox(vname):
             raise MailboxExistsError(f"Mailbox already exists: {vname}")
@@ -223,6 +224,7 @@ class MaildirStorage(Storage):
         _fsync_dir_quiet(paths.mail.parent)
 
     def create_dir(self, vname: str) -> None:
+        self.ctx.views.clear()  # a tree change may reuse a path, even inodes
         vname = _normalize(self.names, vname)
         if self.names.layout == MAILDIRPLUSPLUS or vname == "INBOX":
             # Maildir++ has no \NoSelect directories: Dovecot creates a mailbox
@@ -240,6 +242,7 @@ class MaildirStorage(Storage):
     # -- deleting --
 
     def delete_mailbox(self, vname: str) -> None:
+        self.ctx.views.clear()  # a tree change may reuse a path, even inodes
         vname = _normalize(self.names, vname)
         if vname == "INBOX":
             self._reset_inbox()
@@ -278,7 +281,7 @@ class MaildirStorage(Storage):
             for sub in ("new", "tmp"):
                 for entry in os.scandir(paths.mail / sub):
                     os.unlink(entry.path)
-            for path in (paths.uidlist, paths.keywords, paths.sidecar):
+            for path in (paths.uidlist, paths.keywords, paths.sidecar, paths.summary):
                 path.unlink(missing_ok=True)
             # Dovecot's own index would otherwise bring back the old UIDNEXT.
             for entry in os.scandir(paths.index):
@@ -325,6 +328,7 @@ class MaildirStorage(Storage):
         return gone
 
     def delete_dir(self, vname: str) -> None:
+        self.ctx.views.clear()  # a tree change may reuse a path, even inodes
         vname = _normalize(self.names, vname)
         paths = self.paths(vname)
         if vname == "INBOX" or self._is_mailbox(vname):
@@ -344,6 +348,7 @@ class MaildirStorage(Storage):
     # -- renaming --
 
     def rename_mailbox(self, old: str, new: str) -> None:
+        self.ctx.views.clear()  # a tree change may reuse a path, even inodes
         old, new = _normalize(self.names, old), _normalize(self.names, new)
         if old == "INBOX":
             raise StorageError("Renaming INBOX isn't supported.", MailError.NOTPOSSIBLE)

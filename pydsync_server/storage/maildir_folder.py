@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .maildir_attributes import AttributeDict, AttrKey, mailbox_values
 from .maildir_files import FILE_MODE, replace_file, write_all, write_synced
-from .maildir_summary import FolderStamp
+from .maildir_summary import SUMMARY_NAME, FolderStamp
 from .maildir_tracker import SIDECAR_NAME, ChangeTracker, MessageState
 from .maildir_uidlist import (
     FileInfo,
@@ -96,6 +96,10 @@ class FolderPaths:
     @property
     def sidecar(self) -> Path:
         return self.index / SIDECAR_NAME
+
+    @property
+    def summary(self) -> Path:
+        return self.index / SUMMARY_NAME
 
 
 @dataclass

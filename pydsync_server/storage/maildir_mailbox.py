@@ -32,7 +32,7 @@ from .maildir_folder import (
     write_tracker,
     write_uidlist,
 )
-from .maildir_summary import SUMMARY_NAME, FolderStamp, Summary
+from .maildir_summary import FolderStamp, Summary
 from .maildir_uidlist import size_from_base
 
 _CHUNK = 1 << 16
@@ -95,7 +95,7 @@ class MaildirMailbox(Mailbox):
         if cached is not None and cached.stamp.same_disk(stamp):
             self._adopt(cached)
             return
-        summary = Summary.load(self.paths.index / SUMMARY_NAME)
+        summary = Summary.load(self.paths.summary)
         if summary is not None and summary.stamp.vouches_for(stamp):
             self._stamp, self._summary = summary.stamp, summary
             return
@@ -153,7 +153,7 @@ class MaildirMailbox(Mailbox):
         self._adopt(view)
         self.ctx.views[self.paths.mail] = view
         if stamp.settled:
-            self._summary_of(plan, stamp).save(self.paths.index / SUMMARY_NAME)
+            self._summary_of(plan, stamp).save(self.paths.summary)
 
     def adopt_view(self, stamp: FolderStamp, plan: SyncPlan) -> None:
         """A transaction's picture of the folder after its commit, taken at `stamp`:
