@@ -72,6 +72,15 @@ def _foreign_flag_change(root: Path, serial: int) -> None:
         os.rename(root / "cur" / name, root / "cur" / (name.split(":")[0] + ":2,T"))
 
 
+def _settle(root: Path) -> None:
+    """Age what a stamp watches, as if the last change were seconds ago."""
+    past = time.time() - 5
+    watched = ("cur", "new", "dovecot-uidlist", "dovecot-keywords", "pydsync-changes")
+    for name in watched:
+        if (root / name).exists():
+            os.utime(root / name, (past, past))
+
+
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=OPS)
 def test_handed_over_view_equals_a_rescan(tmp_path_factory: object, ops: list) -> None:  # type: ignore[type-arg]
@@ -93,9 +102,7 @@ def test_unchanged_settled_folder_is_not_rescanned(tmp_path: Path, monkeypatch: 
     box = storage.open_mailbox("INBOX")
     with box.transaction() as tx:
         tx.save(NewMessage(1, "g1", io.BytesIO(b"Subject: 1\n\nx\n")))
-    settle = time.time() - 5
-    for sub in ("cur", "new"):
-        os.utime(tmp_path / sub, (settle, settle))
+    _settle(tmp_path)
     expected = _fresh_view(tmp_path)  # this scan finds a settled folder: summary saved
     assert (tmp_path / SUMMARY_NAME).exists()
 
@@ -115,10 +122,6 @@ def test_unchanged_settled_folder_is_not_rescanned(tmp_path: Path, monkeypatch: 
     assert again.messages()[0].flags != expected[2][0].flags  # type: ignore[index]
 
 
-def _settle(root: Path) -> None:
-    past = time.time() - 5
-    for sub in ("cur", "new"):
-        os.utime(root / sub, (past, past))
 
 
 def test_commit_on_a_settled_view_skips_rereading(tmp_path: Path, monkeypatch: object) -> None:
@@ -180,3 +183,25 @@ def test_opening_a_settled_folder_with_new_mail_reads_it_once(
     assert [m.uid for m in box.messages()] == [1, 2]  # the new file got its UID
     assert len(reads) == 1
     assert _view(box) == _fresh_view(tmp_path)
+
+
+def test_a_copy_keeping_mtimes_keeps_its_summary(tmp_path: Path, monkeypatch: object) -> None:
+    """As Dovecot's index, which keeps cur/'s mtime, stays valid in a `cp -a` copy."""
+    import shutil
+
+    src, copy = tmp_path / "src", tmp_path / "copy"
+    box = MaildirStorage(src).open_mailbox("INBOX")
+    with box.transaction() as tx:
+        tx.save(NewMessage(1, "g1", io.BytesIO(b"Subject: 1\n\nx\n")))
+    _settle(src)
+    expected = _fresh_view(src)
+    shutil.copytree(src, copy, copy_function=shutil.copy2)
+    for sub in ("cur", "new"):
+        st = os.stat(src / sub)
+        os.utime(copy / sub, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    def no_scan(*args: object) -> None:
+        raise AssertionError("rescanned an unchanged copy")
+
+    monkeypatch.setattr(maildir_mailbox, "read_folder", no_scan)  # type: ignore[attr-defined]
+    assert MaildirStorage(copy).open_mailbox("INBOX").status() == expected[1]

@@ -20,7 +20,7 @@ from pathlib import Path
 from .base import MailboxStatus
 
 SUMMARY_NAME = "pydsync-summary"
-_FORMAT = "pydsync-summary/1"
+_FORMAT = "pydsync-summary/2"
 # A file system that stamps whole seconds may stamp two seconds (FAT): Dovecot's
 # MAILDIR_SYNC_SECS rule, doubled. One with sub-second stamps takes them from the
 # kernel's coarse clock, a jiffy (at most 10 ms) behind the time we read.
@@ -31,15 +31,18 @@ _FINE_TICK_NS = 50_000_000
 def _tick_ns(mtime_ns: int) -> int:
     return _FINE_TICK_NS if mtime_ns % 1_000_000_000 else _COARSE_TICK_NS
 
-StatKey = tuple[int, int, int, int]  # (device, inode, size, mtime ns); zeros = missing
+# (size, mtime ns); zeros = missing. No inode: like Dovecot's index, which keeps cur/'s
+# mtime, a copy that keeps mtimes (cp -a, rsync -t, a restore) stays valid; a file
+# replaced by one of the same size shows a later mtime once the stamp is settled.
+StatKey = tuple[int, int]
 
 
 def stat_key(path: Path) -> StatKey:
     try:
         st = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
-        return (0, 0, 0, 0)
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        return (0, 0)
+    return (st.st_size, st.st_mtime_ns)
 
 
 @dataclass(frozen=True)
@@ -61,8 +64,11 @@ class FolderStamp:
 
     @property
     def settled(self) -> bool:
-        """No directory was modified within a timestamp tick of the stamp."""
-        return all(key[3] + _tick_ns(key[3]) <= self.taken_ns for key in self.dirs)
+        """Nothing watched was modified within a timestamp tick of the stamp, so any
+        later change shows a later mtime."""
+        return all(
+            key[1] + _tick_ns(key[1]) <= self.taken_ns for key in (*self.dirs, *self.files)
+        )
 
     def vouches_for(self, newer: FolderStamp) -> bool:
         """A scan made after this stamp still shows the folder at `newer`."""
@@ -128,5 +134,5 @@ class Summary:
 
 
 def _stat_key(raw: list[int]) -> StatKey:
-    dev, ino, size, mtime = (int(v) for v in raw)
-    return (dev, ino, size, mtime)
+    size, mtime = (int(v) for v in raw)
+    return (size, mtime)
