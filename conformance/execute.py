@@ -58,9 +58,14 @@ class Outcome:
         return self.status in (Status.PASS, Status.XFAIL)
 
 
-def dovecot_expected_to_fail(scenario: Scenario, combo: Combination) -> bool:
-    """Whether the scenario's dovecot_known_failure applies to this combination."""
+def dovecot_expected_to_fail(
+    scenario: Scenario, combo: Combination, version: tuple[int, int, int]
+) -> bool:
+    """Whether the scenario's dovecot_known_failure applies to this combination and Dovecot."""
     if scenario.dovecot_known_failure is None:
+        return False
+    until = scenario.dovecot_known_failure_until
+    if until is not None and version[:2] > until:
         return False
     side = scenario.dovecot_known_failure_side
     if side is None:
@@ -79,6 +84,7 @@ def run_scenario(
 ) -> Outcome:
     """Run every step; the first step with problems ends the scenario."""
     env = DovecotEnv(tmp_path)
+    version = env.version
     try:
         problem = _ScenarioRun(scenario, combo, env, log or (lambda _line: None)).run()
     except (subprocess.SubprocessError, OSError, RuntimeError) as exc:
@@ -88,7 +94,7 @@ def run_scenario(
             (log or print)(f"kept {env.root}")
         else:
             env.close()
-    expected = dovecot_expected_to_fail(scenario, combo)
+    expected = dovecot_expected_to_fail(scenario, combo, version)
     if problem is None:
         if expected:
             return Outcome(Status.XPASS, f"expected to fail: {scenario.dovecot_known_failure}")

@@ -74,6 +74,9 @@ class Scenario:
     steps: tuple[Step, ...]
     dovecot_known_failure: str | None = None
     dovecot_known_failure_side: str | None = None  # None: only doveadm on both sides
+    # The last Dovecot major.minor with the failure (None: every version); a newer
+    # Dovecot must pass the scenario.
+    dovecot_known_failure_until: tuple[int, int] | None = None
 
     def subjects(self) -> tuple[str, ...]:
         """Every message subject the scenario saves (message bodies derive from them)."""
@@ -104,7 +107,8 @@ def load(path: Path) -> Scenario:
 def parse_scenario(name: str, data: Mapping[str, Any]) -> Scenario:
     _check_keys(
         "scenario", data,
-        {"description", "steps", "dovecot_known_failure", "dovecot_known_failure_side"},
+        {"description", "steps", "dovecot_known_failure", "dovecot_known_failure_side",
+         "dovecot_known_failure_until"},
     )  # fmt: skip
     steps = data.get("steps")
     if not isinstance(steps, list) or not steps:
@@ -117,13 +121,27 @@ def parse_scenario(name: str, data: Mapping[str, Any]) -> Scenario:
         raise ScenarioError(f"dovecot_known_failure_side must be a or b, not {side!r}")
     if side is not None and failure is None:
         raise ScenarioError("dovecot_known_failure_side without dovecot_known_failure")
+    until = _major_minor(data.get("dovecot_known_failure_until"))
+    if until is not None and failure is None:
+        raise ScenarioError("dovecot_known_failure_until without dovecot_known_failure")
     return Scenario(
         name=name,
         description=_str(data, "description", ""),
         steps=tuple(_step(i, s) for i, s in enumerate(steps, 1)),
         dovecot_known_failure=failure,
         dovecot_known_failure_side=side,
+        dovecot_known_failure_until=until,
     )
+
+
+def _major_minor(value: object) -> tuple[int, int] | None:
+    """``"2.3"`` -> (2, 3)."""
+    if value is None:
+        return None
+    parts = value.split(".") if isinstance(value, str) else []
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise ScenarioError(f'dovecot_known_failure_until must be like "2.3", not {value!r}')
+    return int(parts[0]), int(parts[1])
 
 
 def _step(number: int, data: Any) -> Step:

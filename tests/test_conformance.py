@@ -96,16 +96,19 @@ def test_scenarios_cover_the_required_areas() -> None:
     assert SUBSET <= set(SCENARIOS)
 
 
-def test_known_failure_applies_by_side() -> None:
+def test_known_failure_applies_by_side_and_version() -> None:
+    v23, v24 = (2, 3, 19), (2, 4, 1)
     inbox = SCENARIOS["backup_destination_inbox_mail"]  # fails where b (destination) is Dovecot
-    assert dovecot_expected_to_fail(inbox, _combination("doveadm-doveadm"))
-    assert dovecot_expected_to_fail(inbox, _combination("pydsync-doveadm"))
-    assert not dovecot_expected_to_fail(inbox, _combination("doveadm-pydsync"))
+    for version in (v23, v24):
+        assert dovecot_expected_to_fail(inbox, _combination("doveadm-doveadm"), version)
+        assert dovecot_expected_to_fail(inbox, _combination("pydsync-doveadm"), version)
+        assert not dovecot_expected_to_fail(inbox, _combination("doveadm-pydsync"), version)
     same_name = SCENARIOS["same_name_created_both_sides"]  # no side: doveadm on both only
-    assert dovecot_expected_to_fail(same_name, _combination("doveadm-doveadm"))
-    assert not dovecot_expected_to_fail(same_name, _combination("pydsync-doveadm"))
+    assert dovecot_expected_to_fail(same_name, _combination("doveadm-doveadm"), v23)
+    assert not dovecot_expected_to_fail(same_name, _combination("pydsync-doveadm"), v23)
+    assert not dovecot_expected_to_fail(same_name, _combination("doveadm-doveadm"), v24)
     assert not dovecot_expected_to_fail(
-        SCENARIOS["sync_uid_conflict"], _combination("doveadm-doveadm")
+        SCENARIOS["sync_uid_conflict"], _combination("doveadm-doveadm"), v23
     )
 
 
@@ -147,6 +150,17 @@ def test_scenario_format_is_checked() -> None:
         {"steps": [{"run": "sync", "expect": {"a": {"count": {"INBOX": "1"}}}}]},
         {"steps": [{"a": ["rename A"]}]},
         {"steps": [{"run": "sync"}], "dovecot_known_failure_side": "a"},
+        {"steps": [{"run": "sync"}], "dovecot_known_failure_until": "2.3"},
+        {
+            "steps": [{"run": "sync"}],
+            "dovecot_known_failure": "x",
+            "dovecot_known_failure_until": 2.3,
+        },
+        {
+            "steps": [{"run": "sync"}],
+            "dovecot_known_failure": "x",
+            "dovecot_known_failure_until": "2",
+        },
     ]
     for data in bad_cases:
         with pytest.raises(ScenarioError):

@@ -75,7 +75,7 @@ def _root_lines(
     root: dict[str, str | Section], changed_only: bool, secrets: bool, names: list[str]
 ) -> Iterator[str]:
     wanted, missing = set(names), set(names)
-    for title in sorted(root, key=lambda t: t.split("\0")[0]):
+    for title in sorted(root, key=_root_order):
         item = root[title]
         shown = title.split("\0")[0]
         if wanted and shown not in wanted and shown.split(" ")[0] not in wanted:
@@ -87,6 +87,12 @@ def _root_lines(
             yield _line(title, item, secrets)
     if missing:
         raise ConfigError(f"Unknown setting: {sorted(missing)[0]}")
+
+
+def _root_order(title: str) -> tuple[bool, str]:
+    """By name; dovecot_config_version first, where 2.4 requires and doveconf prints it."""
+    name = title.split("\0")[0]
+    return name != "dovecot_config_version", name
 
 
 def _filters(tree: Section) -> list[Section]:
