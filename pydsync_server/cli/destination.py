@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 from ..errors import UsageError
 from ..storage.location import MailLocation, UserEnv, parse_location, with_driver_settings
-from ..transport.process import SERVER_WORD, build_remote_argv
 
 # dsync-algorithm.md §0.2 (Dovecot 2.3 default).
 DEFAULT_REMOTE_CMD = "ssh -l%{login} %{host} doveadm dsync-server -u%u -U"
@@ -72,6 +71,9 @@ def classify(
 
 
 def _command_argv(args: Sequence[str], legacy: bool) -> list[str]:
+    # transport/ only for a command destination: a local sync never imports it
+    from ..transport.process import SERVER_WORD, build_remote_argv
+
     if not legacy:
         return build_remote_argv(args)
     argv = [w for w in args[0].split(" ") if w] if len(args) == 1 else list(args)

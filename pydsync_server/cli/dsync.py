@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from ..brain.brain import parse_saved_state
 from ..brain.run import run_local, run_master, run_slave
@@ -24,11 +25,7 @@ from ..protocol.items import SYNC_TYPE_FULL
 from ..storage.base import Storage
 from ..storage.location import MailLocation, UserEnv
 from ..storage.observed import WriteEvent
-from ..transport.duplex import DEFAULT_TIMEOUT
-from ..transport.process import SERVER_WORD, read_user_line, spawn_remote, stdio_stream
-from ..transport.rawlog import LoggedStream, RawLog
-from ..transport.replicator import SyncTypeWatch, notify_replicator
-from ..transport.stream import ByteStream, StreamChannel
+from ..transport import DEFAULT_TIMEOUT
 from .context import Context
 from .destination import CommandDestination, LocalDestination, TcpDestination, classify
 from .hooked import PurgeWatch, purge_after, run_hooked
@@ -38,6 +35,11 @@ from .report import LOCAL, REMOTE, UserRun
 from .sync_options import build_settings, parse_uint
 from .users import run_users, select_users, worker_count
 from .watch import Watch, observed, watched
+
+if TYPE_CHECKING:
+    from ..transport.stream import ByteStream
+
+# transport/ is imported where a remote peer is used: a local sync never pays for it.
 
 Log = Callable[[str], None]
 DESYNC_WARNING = "Mailbox changes caused a desync. You may want to run dsync again: "
@@ -179,6 +181,8 @@ def _sync_watched(
 
 def _notify(ctx: Context, user: UserEnv, *, full: bool, state: str) -> None:
     """`-U` after success: tell the replicator (`base_dir` setting, default /run/dovecot)."""
+    from ..transport.replicator import notify_replicator
+
     base_dir = ctx.config.as_mapping().get("base_dir", "")
     notify_replicator(
         base_dir, user.user, full=full, state=state, log=ctx.log_for(f"dsync({user.user})")
@@ -266,6 +270,7 @@ def _run_command(
     run: UserRun | None = None,
 ) -> tuple[SyncResult, bool]:
     """The session's result, and whether it was a full sync (for `-U`)."""
+    from ..transport.process import spawn_remote
 
     def child_log(line: str) -> None:  # the child's stderr, copied as is (§2.4)
         ctx.stderr.write(line + "\n")
@@ -298,6 +303,8 @@ def _run_tcp(
 ) -> tuple[SyncResult, bool]:
     """A doveadm server session; `-r` logs its dsync bytes (not the doveadm preamble
     or the multiplex framing)."""
+    from ..transport.rawlog import LoggedStream, RawLog
+
     try:
         raw = RawLog(rawlog) if rawlog is not None else None
     except OSError as exc:
@@ -326,6 +333,9 @@ def _run_master(
     run: UserRun | None = None,
 ) -> tuple[SyncResult, bool]:
     """The master brain on `stream`; `finish` ends the transport afterwards."""
+    from ..transport.replicator import SyncTypeWatch
+    from ..transport.stream import StreamChannel
+
     try:
         channel = SyncTypeWatch(StreamChannel(stream, name="remote"))
         result = run_master(
@@ -361,6 +371,8 @@ def _report(
 
 def run_server(ctx: Context, parsed: Parsed, operands: list[str]) -> int:
     """`dsync-server [options] [dsync-server]`: the slave on stdin/stdout."""
+    from ..transport.process import SERVER_WORD, read_user_line, stdio_stream
+
     if operands not in ([], [SERVER_WORD]):
         raise UsageError(f"Unexpected parameter: {operands[0]}")
     timeout = float(parse_uint(parsed.value("timeout"), "-T", int(DEFAULT_TIMEOUT)))
@@ -387,6 +399,8 @@ def slave_session(
     """The slave brain on `stream` for `user` (`dsync-server`, and the doveadm server's
     `dsync-server` command) between the plugin hooks; logs its errors, then the `-U`
     notification."""
+    from ..transport.replicator import notify_replicator
+
     settings = ctx.settings_for(user)
     result, full = run_hooked(
         ctx, "dsync-server", user, settings, lambda: _slave(ctx, user, stream, log, settings)
@@ -405,6 +419,9 @@ def _slave(
 ) -> tuple[SyncResult, bool]:
     """run_slave with the master's `-P` taken out of its `H`: the purge goes through
     the `pydsync_purge` hook once the session did not fail."""
+    from ..transport.replicator import SyncTypeWatch
+    from ..transport.stream import StreamChannel
+
     with ctx.user_storage(user) as storage:
         purge = PurgeWatch(StreamChannel(stream, name="remote"))
         channel = SyncTypeWatch(purge)

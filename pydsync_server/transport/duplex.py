@@ -19,10 +19,10 @@ import time
 from types import TracebackType
 
 from ..errors import IOStalledError
+from . import DEFAULT_TIMEOUT
 from .rawlog import RawLog
 from .spill import SpillBuffer
 
-DEFAULT_TIMEOUT = 600.0  # doveadm's -T default (§10.2)
 READ_SIZE = 64 * 1024
 MAX_WRITE = 1024 * 1024
 

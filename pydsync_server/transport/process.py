@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 from ..errors import IOStalledError, PeerClosedError, UsageError
-from .duplex import DEFAULT_TIMEOUT, DuplexStream
+from . import DEFAULT_TIMEOUT
+from .duplex import DuplexStream
 from .rawlog import RawLog
 
 SERVER_WORD = "dsync-server"
