@@ -247,7 +247,7 @@ def test_damaged_files_reported_readable_mail_kept_and_resync_recovers(
     for i in range(6):
         user.save("INBOX", b"Subject: m%d\n\nbody %d\n" % (i, i))
     location = f"mdbox:{user.home}/mdbox"
-    proc = pydsync(user, "maildir:~/Maildir", "-o", "mdbox_rotate_size=300", "backup", location)
+    proc = pydsync(user, "maildir:~/Maildir", "-o", "mdbox_rotate_size=200", "backup", location)
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
     files = sorted((user.home / "mdbox/storage").glob("m.*"), key=lambda p: int(p.name[2:]))
     assert len(files) >= 3

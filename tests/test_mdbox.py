@@ -294,7 +294,7 @@ def test_no_append_to_a_file_purged_after_the_map_was_read(tmp_path: Path) -> No
     s.purge()  # m.1 is gone, its live record moved to m.2
     writer = s.ctx.files.new_writer(stale)
     writer.add(dbox.encode_record(b"c", dbox.Metadata(guid="c" * 32)))
-    writer.write()
+    writer.sync()
     with s.ctx.map.locked() as locked:
         ((file_id, _, _),) = writer.assign(locked)
     writer.finish()

@@ -72,11 +72,13 @@ def test_scan_damage_and_slow_blocks(impl: Implementation | None) -> None:
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-def test_lf_vsize(impl: Implementation | None) -> None:
-    fn = _impl(impl).lf_vsize
-    assert fn(b"") == (b"", 0)
-    assert fn(b"a\r\nb\n") == (b"a\nb\n", 6)
-    assert fn(b"\r\r\n\r") == (b"\r\n\r", 3)
+def test_vsize_part(impl: Implementation | None) -> None:
+    fn = _impl(impl).vsize_part
+    assert fn(b"", False) == fn(b"", True) == 0
+    assert fn(b"a\r\nb\n", False) == 6
+    assert fn(b"\n\n", False) == 4
+    assert fn(b"\n\n", True) == 3  # the first LF ends the previous piece's CR
+    assert fn(b"\r\r\n\r", True) == 4
 
 
 _META_LINE = st.sampled_from([b"G", b"R", b"V", b"Z", b"O", b"P", b"B", b"X", b"Q", b" ", b""])
@@ -116,12 +118,49 @@ def test_scan_c_equals_pure_on_noise(data: bytes, start: int) -> None:
         assert C.dbox_scan(data, start, hdr_size, 5) == PURE.dbox_scan(data, start, hdr_size, 5)
 
 
+_LINES = st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"a", b"\n\r", b"."])).map(b"".join)
+
+
 @pytest.mark.skipif(C is None, reason="covered by test_c_extension_is_built")
-@given(st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"a", b"\n\r", b"."])).map(b"".join))
-def test_lf_vsize_c_equals_pure(data: bytes) -> None:
+@given(_LINES, st.booleans())
+def test_vsize_part_c_equals_pure(data: bytes, after_cr: bool) -> None:
     assert C is not None
-    assert C.lf_vsize(data) == PURE.lf_vsize(data)
-    assert PURE.lf_vsize(data) == (dbox.to_lf(data), dbox.virtual_size(dbox.to_lf(data)))
+    assert C.vsize_part(data, after_cr) == PURE.vsize_part(data, after_cr)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@given(_LINES, st.lists(st.integers(0, 40), max_size=4))
+def test_vsize_in_pieces_equals_whole(
+    impl: Implementation | None, data: bytes, cuts: list[int]
+) -> None:
+    """A body streamed in any pieces has the virtual size of the whole: each bare LF
+    counted twice, CRLF once (§2.4)."""
+    fn = _impl(impl).vsize_part
+    whole = len(data) + data.count(b"\n") - data.count(b"\r\n")
+    bounds = [0, *sorted(min(c, len(data)) for c in cuts), len(data)]
+    total = sum(
+        fn(data[a:b], a > 0 and data[a - 1] == 0x0D)
+        for a, b in zip(bounds, bounds[1:], strict=False)
+    )
+    assert fn(data, False) == total == whole
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_find_lf_dot(impl: Implementation | None) -> None:
+    fn = _impl(impl).find_lf_dot
+    assert fn(b"") == fn(b".") == fn(b"a\n") == fn(b"a\r\n") == -1
+    assert fn(b"\n.") == 0 and fn(bytearray(b"ab\nc\n\r\n..")) == 6
+
+
+_DOTTY = st.lists(st.sampled_from([b"\r", b"\n", b".", b"a", b"\n."])).map(b"".join)
+
+
+@pytest.mark.skipif(C is None, reason="covered by test_c_extension_is_built")
+@given(_DOTTY, st.booleans())
+def test_find_lf_dot_c_equals_pure(data: bytes, as_bytearray: bool) -> None:
+    assert C is not None
+    arg = bytearray(data) if as_bytearray else data
+    assert C.find_lf_dot(arg) == PURE.find_lf_dot(arg) == data.find(b"\n.")
 
 
 @pytest.mark.parametrize("pure", ["1", ""])

@@ -16,15 +16,16 @@ from . import _pure
 from ._pure import DboxRec
 
 __all__ = [
-    "IMPLEMENTATION", "DboxRec", "Implementation", "c_implementation", "dbox_scan",
-    "lf_vsize", "pure_implementation", "live",
+    "IMPLEMENTATION", "DboxRec", "Implementation", "c_implementation", "dbox_scan", "find_lf_dot",
+    "pure_implementation", "live", "vsize_part",
 ]  # fmt: skip
 
 PURE_ENV = "PYDSYNC_PUREPYTHON"
 _BATCH = 512
 
 ScanFn = Callable[[bytes, int, int, int], tuple[list[DboxRec], int, bool]]
-LfFn = Callable[[bytes], tuple[bytes, int]]
+VsizeFn = Callable[[bytes, bool], int]
+FindFn = Callable[[bytes | bytearray], int]
 
 
 @dataclass(frozen=True)
@@ -33,16 +34,21 @@ class Implementation:
 
     `dbox_scan(data, start, hdr_size, max_records)` -> (records, stop offset, damaged):
     dbox records from `start` (storage-formats.md §2.5), see `_pure.DboxRec`.
-    `lf_vsize(data)` -> (data with CRLF turned into LF, its virtual size).
+    `vsize_part(data, after_cr)` -> len(data) + its LFs without a CR before them, the
+    byte before data[0] being a CR iff after_cr: the virtual size (metadata V, §2.4) of a
+    body, summed over the pieces it streams in.
+    `find_lf_dot(data)` -> `data.find(b"\\n.")`: where a dsync stream's next line starting
+    with a dot begins (dsync-protocol.md §4.2).
     """
 
     name: str
     dbox_scan: ScanFn
-    lf_vsize: LfFn
+    vsize_part: VsizeFn
+    find_lf_dot: FindFn
 
 
 def pure_implementation() -> Implementation:
-    return Implementation("python", _pure.dbox_scan, _pure.lf_vsize)
+    return Implementation("python", _pure.dbox_scan, _pure.vsize_part, _pure.find_lf_dot)
 
 
 def c_implementation() -> Implementation | None:
@@ -72,13 +78,13 @@ def c_implementation() -> Implementation | None:
             offset, damaged = int(nxt[0]), bool(err[0])
         return records, offset, damaged
 
-    def lf_vsize(data: bytes) -> tuple[bytes, int]:
-        out = ffi.new("unsigned char[]", max(len(data), 1))
-        vsize = ffi.new("uint64_t *")
-        n = lib.pyd_lf_vsize(data, len(data), out, vsize)
-        return bytes(ffi.buffer(out, n)), int(vsize[0])
+    def vsize_part(data: bytes, after_cr: bool) -> int:
+        return int(lib.pyd_vsize_part(data, len(data), after_cr))
 
-    return Implementation("c", dbox_scan, lf_vsize)
+    def find_lf_dot(data: bytes | bytearray) -> int:
+        return int(lib.pyd_find_lf_dot(ffi.from_buffer(data), len(data)))
+
+    return Implementation("c", dbox_scan, vsize_part, find_lf_dot)
 
 
 def _c_record(data: bytes, f: list[int], i: int) -> DboxRec:
@@ -100,4 +106,5 @@ live = _select()
 """The implementation in use: C when built, unless PYDSYNC_PUREPYTHON=1."""
 IMPLEMENTATION = live.name
 dbox_scan = live.dbox_scan
-lf_vsize = live.lf_vsize
+vsize_part = live.vsize_part
+find_lf_dot = live.find_lf_dot

@@ -96,7 +96,14 @@ def dbox_scan(
     return records, offset, False
 
 
-def lf_vsize(data: bytes) -> tuple[bytes, int]:
-    """(CRLF converted to LF, virtual size of the result: bare LFs counted as CRLF)."""
-    out = data.replace(b"\r\n", b"\n")
-    return out, len(out) + out.count(b"\n") - out.count(b"\r\n")
+def vsize_part(data: bytes, after_cr: bool) -> int:
+    """len(data) + its LFs without a CR before them (data[-1] is a CR iff after_cr)."""
+    bare = data.count(b"\n") - data.count(b"\r\n")
+    if after_cr and data[:1] == b"\n":
+        bare -= 1
+    return len(data) + bare
+
+
+def find_lf_dot(data: bytes | bytearray) -> int:
+    """The index of the first LF that a `.` follows, -1 if none."""
+    return data.find(b"\n.")

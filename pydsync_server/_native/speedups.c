@@ -1,8 +1,10 @@
 /* pydsync's hot loops, pure work over buffers; _pure.py is the reference twin.
 
    pyd_dbox_scan walks dbox records (storage-formats.md §2.5) and picks the metadata
-   fields of §2.4 out of each block; pyd_lf_vsize converts CRLF to LF (§2.3) and counts
-   the virtual size (metadata V). Both must give exactly what _pure.py gives. */
+   fields of §2.4 out of each block; pyd_vsize_part counts the virtual size (metadata V,
+   every LF without a CR before it counted as CRLF) of a piece of a message body, as a
+   save streams it; pyd_find_lf_dot finds the next line starting with a dot in a dsync
+   stream (dsync-protocol.md §4.2). All must give exactly what _pure.py gives. */
 #include <string.h>
 #include "speedups.h"
 
@@ -126,16 +128,25 @@ size_t pyd_dbox_scan(const unsigned char *buf, size_t len, size_t start, size_t 
     return count;
 }
 
-size_t pyd_lf_vsize(const unsigned char *in, size_t len, unsigned char *out, uint64_t *vsize)
+uint64_t pyd_vsize_part(const unsigned char *buf, size_t len, int after_cr)
 {
-    size_t i, o = 0;
+    const unsigned char *p = buf, *end = buf + len;
     uint64_t bare_lf = 0;
-    for (i = 0; i < len; i++) {
-        unsigned char c = in[i];
-        if (c == '\r' && i + 1 < len && in[i + 1] == '\n') continue;  /* CRLF -> LF */
-        if (c == '\n' && !(o > 0 && out[o - 1] == '\r')) bare_lf++;
-        out[o++] = c;
+    /* memchr jumps line to line: several times faster than a byte loop on mail. */
+    while (p < end && (p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+        int cr = p > buf ? p[-1] == '\r' : after_cr;
+        bare_lf += !cr;
+        p++;
     }
-    *vsize = o + bare_lf;
-    return o;
+    return (uint64_t)len + bare_lf;
+}
+
+int64_t pyd_find_lf_dot(const unsigned char *buf, size_t len)
+{
+    const unsigned char *p = buf, *end = buf + len;
+    while (p < end && (p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+        if (p + 1 < end && p[1] == '.') return (int64_t)(p - buf);
+        p++;
+    }
+    return -1;
 }

@@ -12,4 +12,9 @@
 size_t pyd_dbox_scan(const unsigned char *buf, size_t len, size_t start, size_t hdr_size,
                      int64_t *out, size_t max_out, size_t *next, int *error);
 
-size_t pyd_lf_vsize(const unsigned char *in, size_t len, unsigned char *out, uint64_t *vsize);
+/* len + the number of LFs in buf not preceded by a CR; the byte before buf[0] is a CR
+   iff after_cr (a body streamed in pieces: the previous piece ended with CR). */
+uint64_t pyd_vsize_part(const unsigned char *buf, size_t len, int after_cr);
+
+/* The index of the first LF in buf that a '.' follows, -1 if none (bytes.find(b"\n.")). */
+int64_t pyd_find_lf_dot(const unsigned char *buf, size_t len);

@@ -79,13 +79,20 @@ class Metadata:
 
     def encode(self) -> bytes:
         """The block in Dovecot's write order Z R V P O G B X (§2.4), magic to empty line."""
-        lines: list[str] = []
+        head, tail = self.encode_around_vsize()
+        if self.virtual_size is None:
+            return head + tail
+        return b"%sV%x\n%s" % (head, self.virtual_size, tail)
+
+    def encode_around_vsize(self) -> tuple[bytes, bytes]:
+        """The block without its V line, cut where V goes: a save that learns the virtual
+        size only once the body has streamed joins `head + b"V%x\\n" % vsize + tail`."""
+        head: list[str] = []
         if self.physical_size is not None:
-            lines.append(f"Z{self.physical_size:x}")
+            head.append(f"Z{self.physical_size:x}")
         if self.received_date is not None:
-            lines.append(f"R{self.received_date:x}")
-        if self.virtual_size is not None:
-            lines.append(f"V{self.virtual_size:x}")
+            head.append(f"R{self.received_date:x}")
+        lines: list[str] = []
         if self.pop3_uidl:
             lines.append("P" + _checked_value("P", self.pop3_uidl))
         if self.pop3_order:
@@ -96,9 +103,11 @@ class Metadata:
         if self.ext_refs:
             lines.append("X" + _checked_value("X", self.ext_refs))
         lines += [key + _checked_value(key, value) for key, value in self.extra]
-        text = "".join(line + "\n" for line in lines) + "\n"
         try:
-            return META_MAGIC + text.encode("utf-8", "surrogateescape")
+            return (
+                META_MAGIC + "".join(line + "\n" for line in head).encode("ascii"),
+                "".join(line + "\n" for line in lines).encode("utf-8", "surrogateescape") + b"\n",
+            )
         except UnicodeEncodeError as exc:
             raise StorageError(f"dbox metadata not encodable: {exc}", MailError.PARAMS) from None
 
@@ -465,10 +474,10 @@ def to_lf(body: bytes) -> bytes:
 
 def virtual_size(body: bytes) -> int:
     """The size with every bare LF counted as CRLF (metadata V, §2.4)."""
-    return len(body) + body.count(b"\n") - body.count(b"\r\n")
+    return _native.vsize_part(body, False)
 
 
-def lf_and_vsize(body: bytes) -> tuple[bytes, int]:
-    """`to_lf(body)` and its virtual size in one pass (native fast path): what a save
-    into dbox needs."""
-    return _native.lf_vsize(body)
+def virtual_size_part(piece: bytes, after_cr: bool) -> int:
+    """The virtual size of one piece of a body read in pieces; `after_cr`: the previous
+    piece ended with CR (then a leading LF is not bare). The pieces' sizes add up."""
+    return _native.vsize_part(piece, after_cr)

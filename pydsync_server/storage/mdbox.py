@@ -22,6 +22,17 @@ from .mdbox_mailbox import MdboxContext, MdboxMailbox, box_header, box_record, c
 from .mdbox_map import MapChanges, MdboxMap
 
 STORAGE_DIR = "storage"
+_Stamp = tuple[int, int, int] | None
+
+
+def _stamp(path: Path) -> _Stamp:
+    """Inode, size and mtime: an index file changes none of them only when unchanged
+    (logs grow by appends, the others are replaced by rename)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 class MdboxStorage(DboxStorage):
@@ -39,6 +50,7 @@ class MdboxStorage(DboxStorage):
         attribute_dict: str | Path | None = None,
     ) -> None:
         """`alt_root`: the `:ALT=` directory; `rotate_size`: `mdbox_rotate_size`, bytes."""
+        self._identities: dict[Path, tuple[tuple[_Stamp, ...], Identity]] = {}
         super().__init__(
             root,
             alt_root=alt_root,
@@ -68,14 +80,23 @@ class MdboxStorage(DboxStorage):
             raise StorageError(f"{box_dir}: an index appeared while creating the mailbox")
 
     def _identity(self, box_dir: Path) -> Identity | None:
+        """Read from the index, or remembered while its files are unchanged: a brain
+        lists the mailboxes once per mailbox it syncs."""
+        paths = IndexPaths(box_dir)
+        stamp = tuple(_stamp(p) for p in (paths.index, paths.log, paths.log2))
+        cached = self._identities.get(box_dir)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
         try:
-            view = read_index(IndexPaths(box_dir))
+            view = read_index(paths)
         except LogFormatError:
             return None
         header = box_header(view.state) if view.exists else None
         if header is None:
             return None
-        return header.guid, view.state.uid_validity, view.state.next_uid
+        identity = header.guid, view.state.uid_validity, view.state.next_uid
+        self._identities[box_dir] = (stamp, identity)
+        return identity
 
     def _open(self, vname: str, box_dir: Path) -> MdboxMailbox:
         storage_name = "/".join(self.levels(vname))

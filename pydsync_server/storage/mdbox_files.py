@@ -12,9 +12,10 @@ from __future__ import annotations
 import fcntl
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from ..errors import MailError, StorageError
 from . import dbox_file as dbox
@@ -23,6 +24,8 @@ from .mdbox_map import LockedMap, MapRecord, MapView
 DEFAULT_ROTATE_SIZE = 10 * 1024 * 1024  # mdbox_rotate_size default (§0.3)
 _FILE_NAME = re.compile(r"m\.([1-9][0-9]{0,9})")
 _WALK_CACHE = 256
+_CHUNK = 1 << 16  # a saved body is read in pieces of this size
+_FLUSH = 1 << 20  # new bytes a file buffers before they are written out
 
 
 def file_name(file_id: int) -> str:
@@ -136,20 +139,27 @@ class MdboxFiles:
 
 @dataclass
 class _Target:
-    """Where some new records go: an existing, flocked m.N or a new temp file."""
+    """Where some new records go: an existing, flocked m.N or a new temp file.
+
+    Offsets are absolute in the file. `buf` holds the bytes from `buf_at` to `end` not
+    written yet; `disk_end` is how far writes reached (beyond `end` after a cut)."""
 
     directory: Path
     file_id: int = 0  # 0 = a new file, named at assign()
     fd: int = -1
     start: int = 0  # file size before this write (existing file)
     temp: Path | None = None
-    records: list[bytes] = field(default_factory=list)
-    size: int = 0
+    records: int = 0
+    end: int = 0
+    buf: bytearray = field(default_factory=bytearray)
+    buf_at: int = 0
+    disk_end: int = 0
 
 
 class FileWriter:
-    """New records of one transaction: `add()` them, `write()` the data, `assign()` file
-    ids under the map lock, `finish()` to release locks (or `abort()` to undo)."""
+    """New records of one transaction: `add()` or `add_message()` them (written out as
+    they come, through a small buffer), `sync()` the files, `assign()` file ids under the
+    map lock, `finish()` to release locks (or `abort()` to undo)."""
 
     def __init__(self, files: MdboxFiles, view: MapView, append: bool = True) -> None:
         self._files = files
@@ -157,6 +167,7 @@ class FileWriter:
         self._append = append
         self._targets: list[_Target] = []
         self._where: list[tuple[int, int, int]] = []  # per record: (target, offset, size)
+        self._last: _Target | None = None  # the target written to last
         self.highest_file_id = 0  # after assign(): the highest file_id it gave out
 
     def __bool__(self) -> bool:
@@ -165,21 +176,63 @@ class FileWriter:
     def add(self, record: bytes, *, directory: Path | None = None) -> int:
         """Queue an encoded record (dbox_file.encode_record); its index."""
         target = self._target_for(len(record), directory or self._files.dir)
-        offset = target.start + target.size
-        if target.file_id == 0 and target.size == 0:
-            header = dbox.FileHeader(create_stamp=int(self._files.clock())).encode()
-            target.records.append(header)
-            target.size = len(header)
-            offset = target.size
-        target.records.append(record)
-        target.size += len(record)
-        self._where.append((self._targets.index(target), offset, len(record)))
+        offset = self._begin(target)
+        self._put(target, record)
+        return self._added(target, offset)
+
+    def add_message(self, body: BinaryIO, metadata: Callable[[int, int], bytes]) -> tuple[int, int]:
+        """Stream `body` into a new record, its metadata block `metadata(body_size,
+        virtual_size)`; (its index, body size). Memory stays at two chunks and the buffer.
+
+        Like Dovecot's saves, the record goes where the file's size plus the body's stays
+        below the rotate size (§3.2): exact when the body ends within the two chunks
+        read ahead, else their size (Dovecot's non-exact size: files may end larger)."""
+        ahead, chunks = _read_ahead(body)
+        target = self._target_for(ahead, self._files.dir)
+        offset = self._begin(target)
+        try:
+            self._put(target, bytes(dbox.MSG_HEADER_SIZE))  # the size goes in at the end
+            size = vsize = 0
+            after_cr = False
+            for chunk in chunks:
+                self._put(target, chunk)
+                size += len(chunk)
+                vsize += dbox.virtual_size_part(chunk, after_cr)
+                after_cr = chunk[-1] == 0x0D
+            self._put(target, metadata(size, vsize))
+            self._patch(target, offset, dbox.encode_msg_header(size))
+        except BaseException:
+            self._cut(target, offset)
+            raise
+        return self._added(target, offset), size
+
+    def drop_last(self) -> None:
+        """Take back the record added last (a save that turned out stored already)."""
+        t, offset, _ = self._where.pop()
+        target = self._targets[t]
+        target.records -= 1
+        self._cut(target, offset)
+
+    def _begin(self, target: _Target) -> int:
+        """Where the next record starts; a new file gets its header line first. A file
+        left for another is written out (only one buffer is ever held)."""
+        if self._last is not None and self._last is not target:
+            self._flush(self._last)
+        self._last = target
+        if target.file_id == 0 and target.end == 0:
+            self._put(target, dbox.FileHeader(create_stamp=int(self._files.clock())).encode())
+        return target.end
+
+    def _added(self, target: _Target, offset: int) -> int:
+        target.records += 1
+        self._where.append((self._targets.index(target), offset, target.end - offset))
         return len(self._where) - 1
 
     def _target_for(self, size: int, directory: Path) -> _Target:
+        """A target that stays below the rotate size with `size` more bytes (§3.2)."""
         rotate = self._files.rotate_size
         for target in self._targets:
-            if target.directory == directory and target.start + target.size + size <= rotate:
+            if target.directory == directory and target.end + size < rotate:
                 return target
         if self._append and not self._targets and directory == self._files.dir:
             existing = self._appendable(size)
@@ -210,28 +263,85 @@ class FileWriter:
             # Still linked under its name: a purge may have replaced it before we locked.
             linked = st.st_nlink > 0 and os.stat(path).st_ino == st.st_ino
             if header.appendable and linked and st.st_size == ends[file_id]:
-                return _Target(self._files.dir, file_id, fd, ends[file_id])
+                end = ends[file_id]
+                return _Target(self._files.dir, file_id, fd, end, end=end, buf_at=end, disk_end=end)
         except (OSError, StorageError):
             pass  # locked by another writer, or not ending where the map says
         os.close(fd)
         return None
 
-    def write(self) -> None:
-        """Write every queued record to disk (fsync'ed); nothing is visible yet."""
+    # -- the bytes --
+
+    def _put(self, target: _Target, data: bytes) -> None:
+        if len(data) >= _FLUSH:  # big: straight to the file, no copy into the buffer
+            self._flush(target)
+            self._pwrite(target, data, target.end)
+            target.buf_at = target.end + len(data)
+        else:
+            target.buf += data
+            if len(target.buf) >= _FLUSH:
+                self._flush(target)
+        target.end += len(data)
+
+    def _patch(self, target: _Target, offset: int, data: bytes) -> None:
+        """Overwrite bytes already added (a message header; never across buf_at)."""
+        if offset >= target.buf_at:
+            at = offset - target.buf_at
+            target.buf[at : at + len(data)] = data
+        else:
+            self._pwrite(target, data, offset)
+
+    def _cut(self, target: _Target, offset: int) -> None:
+        """Forget what was added from `offset` on (sync() truncates what reached disk)."""
+        if offset >= target.buf_at:
+            del target.buf[offset - target.buf_at :]
+        else:
+            target.buf.clear()
+            target.buf_at = offset
+        target.end = offset
+
+    def _flush(self, target: _Target) -> None:
+        if target.buf:
+            self._pwrite(target, target.buf, target.buf_at)
+            target.buf_at += len(target.buf)
+            target.buf.clear()
+
+    def _pwrite(self, target: _Target, data: bytes | bytearray, offset: int) -> None:
+        try:
+            if target.fd < 0:
+                target.directory.mkdir(parents=True, exist_ok=True)
+                target.temp = target.directory / dbox.temp_name(self._files.hostname)
+                target.fd = os.open(target.temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            _pwrite_all(target.fd, data, offset)
+        except OSError as exc:
+            raise _oserror(exc, f"writing to {target.directory}") from exc
+        target.disk_end = max(target.disk_end, offset + len(data))
+
+    def sync(self) -> None:
+        """Write out and fsync every file (one fsync each, per commit); nothing is
+        visible yet. A new file left without records is removed."""
         for target in self._targets:
-            data = b"".join(target.records)
+            if not target.records and target.file_id == 0:
+                self._drop_temp(target)
+                continue
+            self._flush(target)
             try:
+                if target.disk_end > target.end:
+                    os.ftruncate(target.fd, target.end)
+                    target.disk_end = target.end
                 if target.fd >= 0:
-                    _pwrite_all(target.fd, data, target.start)
-                    os.fsync(target.fd)
-                else:
-                    target.directory.mkdir(parents=True, exist_ok=True)
-                    target.temp = target.directory / dbox.temp_name(self._files.hostname)
-                    target.fd = os.open(target.temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-                    _pwrite_all(target.fd, data, 0)
                     os.fsync(target.fd)
             except OSError as exc:
                 raise _oserror(exc, f"writing to {target.directory}") from exc
+
+    def _drop_temp(self, target: _Target) -> None:
+        if target.fd >= 0:
+            os.close(target.fd)
+            target.fd = -1
+        if target.temp is not None:
+            target.temp.unlink(missing_ok=True)
+            target.temp = None
+        target.buf.clear()
 
     def assign(self, locked: LockedMap) -> list[tuple[int, int, int]]:
         """Name new files m.<id> (the map is locked); (file_id, offset, size) per record,
@@ -264,6 +374,7 @@ class FileWriter:
     def finish(self) -> None:
         """Release the locks (the map now knows the records)."""
         for target in self._targets:
+            target.buf.clear()
             if target.fd >= 0:
                 os.close(target.fd)
                 target.fd = -1
@@ -272,7 +383,7 @@ class FileWriter:
         """Undo: cut appended files back, remove temp files and unreferenced new files."""
         for target in self._targets:
             try:
-                if target.fd >= 0 and target.start:
+                if target.fd >= 0 and target.start and target.disk_end > target.start:
                     os.ftruncate(target.fd, target.start)
                 if target.temp is not None:
                     target.temp.unlink(missing_ok=True)
@@ -283,7 +394,21 @@ class FileWriter:
         self.finish()
 
 
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+def _read_ahead(body: BinaryIO) -> tuple[int, Iterator[bytes]]:
+    """Up to two chunks of `body` read ahead: their size, and all of its chunks."""
+    first = body.read(_CHUNK)
+    second = body.read(_CHUNK) if first else b""
+
+    def chunks() -> Iterator[bytes]:
+        yield from (c for c in (first, second) if c)
+        if second:
+            while chunk := body.read(_CHUNK):
+                yield chunk
+
+    return len(first) + len(second), chunks()
+
+
+def _pwrite_all(fd: int, data: bytes | bytearray, offset: int) -> None:
     view = memoryview(data)
     while view:
         written = os.pwrite(fd, view, offset)
@@ -315,6 +440,12 @@ class GuidIndex:
             except StorageError:
                 continue  # unreadable: store the message again
         return None
+
+    def add(self, uid_validity: int, map_uid: int, guid: str) -> None:
+        """A record this process just stored: known without reading its file back."""
+        if uid_validity == self._uid_validity and map_uid not in self._seen:
+            self._seen.add(map_uid)
+            self._by_guid.setdefault(guid, []).append(map_uid)
 
     def learn(self, view: MapView) -> None:
         """Take in the map records not seen yet."""

@@ -89,7 +89,7 @@ def _rewrite(
         changes.expunged += [rec.map_uid for rec in recs if rec.refcount == 0]
         purged.append(path)
     try:
-        writer.write()
+        writer.sync()
         locations = writer.assign(locked)
         changes.highest_file_id = writer.highest_file_id
         changes.moved = {map_uid: locations[index] for map_uid, index in live}

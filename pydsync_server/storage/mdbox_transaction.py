@@ -1,11 +1,14 @@
 """Writes to one mdbox mailbox, made visible together by commit() (storage-formats.md
 §3.2, §3.5, §3.7).
 
-commit() follows Dovecot's order so a crash leaks space but never loses mail: the new
-records are written to m.N files (flocked) or temp files first; then, under the map
-lock, new files get their ids and the map its records (refcount 1) and the +1s of
-messages stored once and shared by GUID; then the mailbox index transaction (dsync's,
-`sync` records) under the mailbox log lock; last, the -1s of expunged messages.
+Saved bodies stream at once into the newest m.N (flocked, past the end the map knows)
+or a new temp file, as Dovecot's saves do, so memory does not grow with the mailbox;
+none of it is visible before commit, and a rollback cuts it away. commit() follows
+Dovecot's order so a crash leaks space but never loses mail: the files are fsync'ed;
+then, under the map lock, new files get their ids and the map its records (refcount 1)
+and the +1s of messages stored once and shared by GUID; then the mailbox index
+transaction (dsync's, `sync` records) under the mailbox log lock; last, the -1s of
+expunged messages.
 """
 
 from __future__ import annotations
@@ -20,19 +23,16 @@ from .attributes import check_attribute
 from .base import NewMessage, Transaction, guid128
 from .maildir_attributes import AttrKey
 from .mdbox_commit import IndexCommit, NewRecord
-from .mdbox_map import MapChanges, MapRecord
+from .mdbox_map import MapChanges, MapRecord, MapView
 
 if TYPE_CHECKING:
+    from .mdbox_files import FileWriter
     from .mdbox_mailbox import MdboxMailbox
-
-_CHUNK = 1 << 16
 
 
 @dataclass
 class _Save:
-    message: NewMessage  # body emptied: the bytes are in `data`
-    data: bytes
-    metadata: dbox.Metadata
+    message: NewMessage  # body emptied: the bytes are in the writer's file
     shared: MapRecord | None = None  # an identical message already stored
     writer_index: int = -1
 
@@ -73,6 +73,7 @@ class MdboxTransaction(Transaction):
         self._box = box
         self._start_uid_next = box.state.next_uid
         self._saves: dict[int, _Save] = {}
+        self._writer: tuple[FileWriter, MapView] | None = None  # made by the first save
         self.ops = Ops()
         self._closed = False
 
@@ -91,27 +92,41 @@ class MdboxTransaction(Transaction):
         self._check_open()
         self._check_new_uid(message.uid)
         check_keywords(message.keywords)
-        chunks = []
-        while chunk := message.body.read(_CHUNK):
-            chunks.append(chunk)
-        data = b"".join(chunks)
         guid = message.guid or self._box.ctx.new_guid().hex()
-        # Bodies are kept byte for byte (Dovecot reads CRLF bodies as they are, §2.3).
         meta = dbox.Metadata(
             guid=guid,
             received_date=message.received_date or int(self._box.ctx.clock()),
-            virtual_size=dbox.virtual_size(data),
             pop3_uidl=message.pop3_uidl,
             pop3_order=message.pop3_order,
             orig_mailbox=self._box.storage_name,
         )
-        meta.encode()  # refuse unstorable metadata now, not at commit
+        head, tail = meta.encode_around_vsize()  # refuses unstorable metadata before writing
+        writer, view = self._open_writer()
+        # Bodies are kept byte for byte (Dovecot reads CRLF bodies as they are, §2.3).
+        index, size = writer.add_message(
+            message.body, lambda _, vsize: b"%sV%x\n%s" % (head, vsize, tail)
+        )
+        found = self._box.ctx.guid_index.find(guid, view)
+        shared = None
+        if found is not None and _same_message(found, size, meta):
+            writer.drop_last()
+            shared, index = found[0], -1
         kept = NewMessage(
             message.uid, guid, io.BytesIO(), message.flags, message.keywords,
             message.received_date, message.saved_date, message.min_modseq,
             message.pop3_uidl, message.pop3_order,
         )  # fmt: skip
-        self._saves[message.uid] = _Save(kept, data, meta)
+        self._saves[message.uid] = _Save(kept, shared, index)
+
+    def _open_writer(self) -> tuple[FileWriter, MapView]:
+        """The transaction's file writer, and the map as the first save read it (the GUID
+        index learns its records; commit rechecks shared ones under the map lock)."""
+        if self._writer is None:
+            ctx = self._box.ctx
+            view = ctx.map.ensure()
+            ctx.guid_index.learn(view)
+            self._writer = ctx.files.new_writer(view), view
+        return self._writer
 
     def update_flags(
         self,
@@ -170,6 +185,12 @@ class MdboxTransaction(Transaction):
     def rollback(self) -> None:
         self._closed = True
         self._saves.clear()
+        self._abort_writer()
+
+    def _abort_writer(self) -> None:
+        if self._writer is not None:
+            self._writer[0].abort()
+            self._writer = None
 
     # -- commit --
 
@@ -177,10 +198,13 @@ class MdboxTransaction(Transaction):
         self._check_open()
         self._closed = True
         box = self._box
-        if not box.paths.log.exists():
-            raise MailboxNotFoundError(f"Mailbox doesn't exist: {box.vname}")
-        saves = [self._saves[uid] for uid in sorted(self._saves)]
-        new_map_uids = self._store_messages(saves)
+        try:
+            if not box.paths.log.exists():
+                raise MailboxNotFoundError(f"Mailbox doesn't exist: {box.vname}")
+            saves = [self._saves[uid] for uid in sorted(self._saves)]
+            new_map_uids = self._store_messages(saves)
+        finally:
+            self._abort_writer()  # after _store_messages: nothing left to undo
         records = [
             NewRecord(
                 s.message,
@@ -198,37 +222,27 @@ class MdboxTransaction(Transaction):
         self._unref(released)
 
     def _store_messages(self, saves: list[_Save]) -> list[int]:
-        """Write new records and reference them in the map; the map_uid of each save."""
-        if not saves:
+        """Reference the written records in the map; the map_uid of each save."""
+        if self._writer is None:
             return []
-        ctx = self._box.ctx
-        view = ctx.map.ensure()
-        writer = ctx.files.new_writer(view)
-        ctx.guid_index.learn(view)
-        for s in saves:
-            found = ctx.guid_index.find(s.metadata.guid, view)
-            if found is not None and _same_message(found, s):
-                s.shared = found[0]
-            else:
-                s.writer_index = writer.add(dbox.encode_record(s.data, s.metadata))
-        try:
-            writer.write()
-            with ctx.map.locked() as locked:
-                gone = [
-                    s for s in saves if s.shared and s.shared.map_uid not in locked.view.records
-                ]
-                if gone:
-                    raise StorageError("a shared message was purged meanwhile; retry")
-                locations = writer.assign(locked) if writer else []
-                changes = MapChanges(new=locations, highest_file_id=writer.highest_file_id)
-                for s in saves:
-                    if s.shared is not None:
-                        changes.ref(s.shared.map_uid, +1)
-                new_uids = locked.commit(changes)
-        except BaseException:
-            writer.abort()
-            raise
+        writer = self._writer[0]  # commit() aborts it if anything here fails
+        writer.sync()
+        with self._box.ctx.map.locked() as locked:
+            gone = [s for s in saves if s.shared and s.shared.map_uid not in locked.view.records]
+            if gone:
+                raise StorageError("a shared message was purged meanwhile; retry")
+            locations = writer.assign(locked) if writer else []
+            changes = MapChanges(new=locations, highest_file_id=writer.highest_file_id)
+            for s in saves:
+                if s.shared is not None:
+                    changes.ref(s.shared.map_uid, +1)
+            new_uids = locked.commit(changes)
+            uid_validity = locked.view.uid_validity
         writer.finish()
+        self._writer = None
+        for s in saves:
+            if s.shared is None:
+                self._box.ctx.guid_index.add(uid_validity, new_uids[s.writer_index], s.message.guid)
         return [s.shared.map_uid if s.shared else new_uids[s.writer_index] for s in saves]
 
     def _unref(self, map_uids: list[int]) -> None:
@@ -241,14 +255,16 @@ class MdboxTransaction(Transaction):
             locked.commit(changes)
 
 
-def _same_message(found: tuple[MapRecord, dbox.Record], save: _Save) -> bool:
+def _same_message(
+    found: tuple[MapRecord, dbox.Record], body_size: int, metadata: dbox.Metadata
+) -> bool:
     """Share a stored copy only when it is surely the same message: same GUID, size,
     received date and POP3 fields (a GUID alone may be reused by a broken peer)."""
     _, rec = found
     meta = rec.metadata
     return (
-        rec.body_size == len(save.data)
-        and meta.received_date == save.metadata.received_date
-        and meta.pop3_uidl == save.metadata.pop3_uidl
-        and meta.pop3_order == save.metadata.pop3_order
+        rec.body_size == body_size
+        and meta.received_date == metadata.received_date
+        and meta.pop3_uidl == metadata.pop3_uidl
+        and meta.pop3_order == metadata.pop3_order
     )
