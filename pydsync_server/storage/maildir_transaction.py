@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import MailboxNotFoundError, MailError, StorageError
-from .attributes import check_attribute
-from .base import NewMessage, Transaction
-from .maildir_attributes import AttributeDict, AttrKey
+from .base import NewMessage
+from .maildir_attributes import AttributeDict
 from .maildir_files import FILE_MODE, fsync_dir, storage_error, write_all, write_synced
 from .maildir_folder import (
     FolderState,
@@ -42,6 +41,7 @@ from .maildir_uidlist import (
     usable_base,
     valid_guid_text,
 )
+from .recording import UID_MAX, RecordingTransaction
 
 if TYPE_CHECKING:
     from .maildir_mailbox import MaildirMailbox
@@ -55,16 +55,6 @@ class _Save:
     tmp_path: Path
     size: int
     vsize: int
-
-
-@dataclass
-class _FlagOp:
-    uid: int
-    add_flags: int
-    remove_flags: int
-    add_keywords: frozenset[str]
-    remove_keywords: frozenset[str]
-    min_modseq: int
 
 
 @dataclass
@@ -112,47 +102,16 @@ class _Journal:
         self.done.clear()
 
 
-def _check_keywords(keywords: frozenset[str]) -> None:
-    for kw in keywords:
-        if not kw or any(c in kw for c in "\r\n\x00 "):
-            raise StorageError(f"Invalid keyword: {kw!r}", MailError.PARAMS)
-
-
-class MaildirTransaction(Transaction):
+class MaildirTransaction(RecordingTransaction[_Save]):
     def __init__(self, box: MaildirMailbox) -> None:
+        super().__init__(box.status())
         self._box = box
-        self._start = box.status()
-        self._start_uid_next = self._start.uid_next
-        self._saves: dict[int, _Save] = {}
-        self._flag_ops: list[_FlagOp] = []
-        self._expunges: list[int] = []
-        self._moves: dict[int, int] = {}
-        self._uid_validity = 0
-        self._guid: bytes | None = None
-        self._uid_next = 0
-        self._highest_modseq = 0
-        self._first_recent_uid = 0
-        self._attrs: dict[AttrKey, tuple[str | None, int]] = {}  # -> (value, last_change)
-        self._closed = False
-
-    # -- recording --
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StorageError("Transaction already finished", MailError.NOTPOSSIBLE)
-
-    def _check_new_uid(self, uid: int) -> None:
-        taken = uid in self._saves or uid in self._moves.values()
-        if uid < self._start_uid_next or taken or not 0 < uid < 0xFFFFFFFF:
-            raise StorageError(f"UID {uid} is not free for saving", MailError.NOTPOSSIBLE)
 
     def save(self, message: NewMessage) -> None:
-        self._check_open()
-        self._check_new_uid(message.uid)
+        self._check_save(message)
         for text in (message.guid, message.pop3_uidl):
             if text and not valid_guid_text(text):
                 raise StorageError(f"Not storable in dovecot-uidlist: {text!r}", MailError.PARAMS)
-        _check_keywords(message.keywords)
         tmp_path = self._box.paths.mail / "tmp" / self._box.ctx.unique_name()
         try:
             size, vsize = self._write_body(message, tmp_path)
@@ -180,60 +139,6 @@ class MaildirTransaction(Transaction):
             os.close(fd)
         return size, size + bare
 
-    def update_flags(
-        self,
-        uid: int,
-        add_flags: int = 0,
-        remove_flags: int = 0,
-        add_keywords: frozenset[str] = frozenset(),
-        remove_keywords: frozenset[str] = frozenset(),
-        min_modseq: int = 0,
-    ) -> None:
-        self._check_open()
-        _check_keywords(add_keywords)
-        self._flag_ops.append(
-            _FlagOp(uid, add_flags, remove_flags, add_keywords, remove_keywords, min_modseq)
-        )
-
-    def expunge(self, uid: int) -> None:
-        self._check_open()
-        self._expunges.append(uid)
-
-    def move(self, uid: int, new_uid: int) -> None:
-        self._check_open()
-        self._check_new_uid(new_uid)
-        self._moves[uid] = new_uid
-
-    def set_uid_validity(self, uid_validity: int) -> None:
-        self._check_open()
-        if not 0 < uid_validity <= 0xFFFFFFFF:
-            raise StorageError(f"Invalid UIDVALIDITY {uid_validity}", MailError.PARAMS)
-        self._uid_validity = uid_validity
-
-    def set_guid(self, guid: bytes) -> None:
-        self._check_open()
-        if len(guid) != 16 or guid == bytes(16):
-            raise StorageError("Invalid mailbox GUID", MailError.PARAMS)
-        self._guid = guid
-
-    def raise_uid_next(self, uid_next: int) -> None:
-        self._check_open()
-        self._uid_next = max(self._uid_next, uid_next)
-
-    def raise_highest_modseq(self, modseq: int) -> None:
-        self._check_open()
-        self._highest_modseq = max(self._highest_modseq, modseq)
-
-    def raise_first_recent_uid(self, uid: int) -> None:
-        self._check_open()
-        self._first_recent_uid = max(self._first_recent_uid, uid)
-
-    def set_attribute(self, type: str, key: str, value: str | None, last_change: int) -> None:
-        self._check_open()
-        check_attribute(type, key)
-        # No time given: the time of the write, as Dovecot stamps its log record.
-        self._attrs[type, key] = (value, last_change)  # the peer's stamp; 0 = unknown
-
     # -- finishing --
 
     def rollback(self) -> None:
@@ -246,19 +151,9 @@ class MaildirTransaction(Transaction):
         for save in self._saves.values():
             save.tmp_path.unlink(missing_ok=True)
 
-    def _is_empty(self) -> bool:
-        return not (
-            self._saves or self._flag_ops or self._expunges or self._moves
-            or self._uid_validity or self._guid or self._attrs
-            or self._uid_next > self._start.uid_next
-            or self._highest_modseq > self._start.highest_modseq
-            or self._first_recent_uid > self._start.first_recent_uid
-        )  # fmt: skip
-
     def commit(self) -> None:
         """Apply everything; the mailbox's view changes only at its next refresh()."""
-        self._check_open()
-        self._closed = True
+        self._close()
         if self._is_empty():
             return
         try:
@@ -325,7 +220,7 @@ class MaildirTransaction(Transaction):
                 files[item.record.base] = (item.subdir, item.final_name)
         paths = self._box.paths
         attrs = before.attribute_entries
-        if self._attrs or self._guid is not None:
+        if self.ops.attributes or self.ops.guid is not None:
             attrs = AttributeDict(paths.attribute_dict, "").read() if paths.attribute_dict else {}
         after = FolderState(uidlist, None, before.keywords, files, tracker, attrs, before.mail_dir)
         plan = plan_sync(after, self._box.ctx)
@@ -337,7 +232,7 @@ class MaildirTransaction(Transaction):
         delivery) moves the message to the next free one, as Dovecot's index does at
         commit; dsync then repairs the UIDs (dsync-algorithm.md §3.6.8)."""
         uid_map: dict[int, int] = {}
-        for wanted in sorted([*self._saves, *self._moves.values()]):
+        for wanted in sorted([*self._saves, *self.ops.moves.values()]):
             uid_map[wanted] = next_uid = max(wanted, next_uid)
             next_uid += 1
         return uid_map
@@ -361,20 +256,20 @@ class MaildirTransaction(Transaction):
                 saved_date=snap.saved_date if snap is not None else 0,
                 received_date=snap.received_date if snap is not None else 0,
             )  # fmt: skip
-        for old_uid, new_uid in sorted(self._moves.items()):
+        for old_uid, new_uid in sorted(self.ops.moves.items()):
             if old_uid in work:
                 self._move(work, old_uid, uid_map[new_uid], modseq, tracker)
         self._add_saves(work, state, modseq, uid_map)
-        for op in self._flag_ops:
+        for op in self.ops.flag_ops:
             item = work.get(uid_map.get(op.uid, op.uid))
             if item is None:
                 continue  # expunged meanwhile: nothing to do, like Dovecot
-            flags = ((item.flags | op.add_flags) & ~op.remove_flags) & ALL_FLAGS
+            flags = ((item.flags | op.add) & ~op.remove) & ALL_FLAGS
             kws = (item.keywords | op.add_keywords) - op.remove_keywords
             if (flags, kws) != (item.flags, item.keywords) or op.min_modseq > item.modseq:
                 item.flags, item.keywords, item.touched = flags, kws, True
                 item.modseq = max(item.modseq, modseq, op.min_modseq)
-        for wanted in self._expunges:
+        for wanted in self.ops.expunges:
             uid = uid_map.get(wanted, wanted)
             item = work.get(uid)
             if item is not None and not item.trash:
@@ -472,15 +367,15 @@ class MaildirTransaction(Transaction):
         uidlist.records = sorted((w.record for w in work.values() if not w.trash), key=_uid_of)
         # N must never go down, even when the highest UIDs were expunged
         uidlist.hdr_next_uid = max(
-            uidlist.hdr_next_uid, self._uid_next,
+            uidlist.hdr_next_uid, self.ops.uid_next,
             next_uid if uidlist.next_uid < next_uid else 0,
         )  # fmt: skip
-        if uidlist.next_uid > 0xFFFFFFFF:
+        if uidlist.next_uid > UID_MAX:
             raise StorageError("UIDNEXT out of range", MailError.PARAMS)
-        if self._uid_validity:
-            uidlist.uid_validity = tracker.uid_validity = self._uid_validity
-        if self._guid is not None:
-            uidlist.guid = tracker.mailbox_guid = self._guid
+        if self.ops.uid_validity:
+            uidlist.uid_validity = tracker.uid_validity = self.ops.uid_validity
+        if self.ops.guid is not None:
+            uidlist.guid = tracker.mailbox_guid = self.ops.guid
         for uid, item in sorted(work.items()):
             if item.trash or not item.touched:
                 continue
@@ -489,8 +384,8 @@ class MaildirTransaction(Transaction):
                 tracker.saved(uid, state, item.modseq, item.saved_date, item.received_date)
             else:
                 tracker.set_flags(uid, item.flags, item.keywords, item.modseq, dsync=True)
-        tracker.highest_modseq = max(tracker.highest_modseq, self._highest_modseq)
-        tracker.first_recent_uid = max(tracker.first_recent_uid, self._first_recent_uid)
+        tracker.highest_modseq = max(tracker.highest_modseq, self.ops.highest_modseq)
+        tracker.first_recent_uid = max(tracker.first_recent_uid, self.ops.first_recent_uid)
         tracker.finish_commit()
 
     def _write_attributes(
@@ -500,15 +395,15 @@ class MaildirTransaction(Transaction):
         mailbox's values along with a new GUID) and record their stamps; the undo, or
         None when the dict was not touched."""
         path = self._box.paths.attribute_dict
-        moving = self._guid is not None and self._guid != old_guid
-        if not self._attrs and not (moving and path is not None and path.exists()):
+        moving = self.ops.guid is not None and self.ops.guid != old_guid
+        if not self.ops.attributes and not (moving and path is not None and path.exists()):
             return None
         if path is None:
             raise StorageError("This storage keeps no mailbox attributes", MailError.NOTPOSSIBLE)
-        values = {key: value for key, (value, _) in self._attrs.items()}
+        values = {key: value for key, (value, _) in self.ops.attributes.items()}
         attribute_dict = AttributeDict(path, self._box.ctx.hostname)
-        undo = attribute_dict.update(old_guid, values, self._guid)
-        for key, (value, last_change) in self._attrs.items():
+        undo = attribute_dict.update(old_guid, values, self.ops.guid)
+        for key, (value, last_change) in self.ops.attributes.items():
             tracker.set_attribute(key, value, last_change, modseq)
         return undo
 

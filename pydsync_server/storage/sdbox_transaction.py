@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import MailboxNotFoundError, MailError, StorageError
-from .attributes import check_attribute
-from .base import NewMessage, Transaction, guid128
+from ..errors import MailboxNotFoundError, StorageError
+from .base import NewMessage, guid128
 from .dbox_file import Metadata, encode_file, temp_name, virtual_size
 from .dovecot_index import DBOX_HDR, AttributeChange, IndexState, locked_log, read_index
 from .dovecot_index import Transaction as LogTransaction
+from .maildir_files import fsync_dir, write_synced
+from .recording import RecordingTransaction
 from .sdbox_mailbox import SYSTEM_FLAGS, read_file_info
 
 if TYPE_CHECKING:
@@ -52,35 +53,15 @@ class _Plan:
     unlink: list[int] = field(default_factory=list)  # UIDs whose files go after the commit
 
 
-class SdboxTransaction(Transaction):
+class SdboxTransaction(RecordingTransaction[_Save]):
     def __init__(self, box: SdboxMailbox) -> None:
+        super().__init__(box.status())
         self.box = box
-        self.start_uid_next = box.status().uid_next
-        self._saves: dict[int, _Save] = {}
-        self._flag_ops: list[tuple[int, int, int, frozenset[str], frozenset[str]]] = []
-        self._min_modseq: dict[int, int] = {}
-        self._expunges: list[int] = []
-        self._moves: list[tuple[int, int]] = []
-        self._uid_validity = 0
-        self._guid: bytes | None = None
-        self._uid_next = self._modseq = self._recent = 0
-        self._attrs: dict[tuple[str, str], tuple[str | None, int]] = {}
-        self._done = False
-
-    def _check_open(self) -> None:
-        if self._done:
-            raise StorageError("Transaction already finished", MailError.NOTPOSSIBLE)
-
-    def _check_new_uid(self, uid: int) -> None:
-        taken = set(self._saves) | {new for _, new in self._moves}
-        if uid < self.start_uid_next or uid in taken or uid <= 0:
-            raise StorageError(f"UID {uid} is already used in {self.box.vname}", MailError.EXISTS)
 
     # -- buffered writes --
 
     def save(self, message: NewMessage) -> None:
-        self._check_open()
-        self._check_new_uid(message.uid)
+        self._check_save(message)
         body = message.body.read()
         now = self.box.storage.now()
         meta = Metadata(
@@ -93,88 +74,23 @@ class SdboxTransaction(Transaction):
         data = encode_file(now, [(body, meta)])
         temp = self.box.box_dir / temp_name(self.box.storage.hostname)
         try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            write_synced(temp, data, exclusive=True)  # removes what it wrote if it fails
         except OSError as exc:
-            temp.unlink(missing_ok=True)
             raise StorageError(f"writing {temp} failed: {exc.strerror}") from exc
         flags = message.flags & SYSTEM_FLAGS
         self._saves[message.uid] = _Save(temp, flags, message.keywords, message.min_modseq)
 
-    def update_flags(
-        self,
-        uid: int,
-        add_flags: int = 0,
-        remove_flags: int = 0,
-        add_keywords: frozenset[str] = frozenset(),
-        remove_keywords: frozenset[str] = frozenset(),
-        min_modseq: int = 0,
-    ) -> None:
-        self._check_open()
-        self._flag_ops.append(
-            (
-                uid,
-                add_flags & SYSTEM_FLAGS,
-                remove_flags & SYSTEM_FLAGS,
-                add_keywords,
-                remove_keywords,
-            )
-        )
-        if min_modseq:
-            self._min_modseq[uid] = max(self._min_modseq.get(uid, 0), min_modseq)
-
-    def expunge(self, uid: int) -> None:
-        self._check_open()
-        self._expunges.append(uid)
-
-    def move(self, uid: int, new_uid: int) -> None:
-        self._check_open()
-        self._check_new_uid(new_uid)
-        self._moves.append((uid, new_uid))
-
-    def set_uid_validity(self, uid_validity: int) -> None:
-        self._check_open()
-        self._uid_validity = uid_validity
-
-    def set_guid(self, guid: bytes) -> None:
-        self._check_open()
-        if len(guid) != 16 or guid == bytes(16):
-            raise StorageError("Invalid mailbox GUID", MailError.PARAMS)
-        self._guid = guid
-
-    def raise_uid_next(self, uid_next: int) -> None:
-        self._check_open()
-        self._uid_next = max(self._uid_next, uid_next)
-
-    def raise_highest_modseq(self, modseq: int) -> None:
-        self._check_open()
-        self._modseq = max(self._modseq, modseq)
-
-    def raise_first_recent_uid(self, uid: int) -> None:
-        self._check_open()
-        self._recent = max(self._recent, uid)
-
-    def set_attribute(self, type: str, key: str, value: str | None, last_change: int) -> None:
-        self._check_open()
-        check_attribute(type, key)
-        self._attrs[type, key] = (value, last_change)
-
     # -- commit --
 
     def rollback(self) -> None:
-        self._done = True
+        self._closed = True
         for save in self._saves.values():
             save.temp.unlink(missing_ok=True)
 
     def commit(self) -> None:
-        self._check_open()
-        self._done = True
+        self._close()
+        if self._is_empty():
+            return
         try:
             self._commit()
         except FileNotFoundError:
@@ -213,21 +129,23 @@ class SdboxTransaction(Transaction):
                     (directory / f"u.{uid}").unlink(missing_ok=True)
 
     def _plan(self, st: IndexState) -> _Plan:
-        plan = _Plan(LogTransaction(sync=True))
+        plan, ops = _Plan(LogTransaction(sync=True)), self.ops
         state = {uid: (m.flags & SYSTEM_FLAGS, m.keywords) for uid, m in st.messages.items()}
         new: dict[int, Flags] = {uid: (s.flags, s.keywords) for uid, s in self._saves.items()}
-        for uid, add, remove, add_kw, remove_kw in self._flag_ops:
+        for op in ops.flag_ops:
+            add, remove = op.add & SYSTEM_FLAGS, op.remove & SYSTEM_FLAGS
             for table in (state, new):
-                if uid in table:
-                    flags, kws = table[uid]
-                    table[uid] = ((flags & ~remove) | add, (kws - remove_kw) | add_kw)
-        gone = [uid for uid in dict.fromkeys(self._expunges) if uid in st.messages]
-        moved = {old: dst for old, dst in self._moves if old in st.messages and old not in gone}
+                if op.uid in table:
+                    flags, kws = table[op.uid]
+                    kws = (kws - op.remove_keywords) | op.add_keywords
+                    table[op.uid] = ((flags & ~remove) | add, kws)
+        gone = [uid for uid in dict.fromkeys(ops.expunges) if uid in st.messages]
+        moved = {o: d for o, d in ops.moves.items() if o in st.messages and o not in gone}
         for old, dst in moved.items():
             new[dst] = state[old]
         renumber = self._renumber(st, sorted(new))
         log = plan.log
-        changes = self._flag_ops or self._min_modseq or self._attrs or self._modseq > st.modseq
+        changes = ops.flag_ops or ops.attributes or ops.highest_modseq > st.modseq
         if new or gone or changes:
             log.enable_modseqs(st)  # first: Dovecot's dsync has them on too
         self._identity_records(log, st)
@@ -247,13 +165,13 @@ class SdboxTransaction(Transaction):
             if source is not None:
                 plan.links.append((source, self.box.box_dir / f"u.{renumber.get(dst, dst)}"))
         top = max(final, default=0)
-        if self._uid_next > max(st.next_uid, top + 1):
-            log.set_next_uid(self._uid_next)
-        if self._recent > st.first_recent_uid:
-            log.set_first_recent_uid(self._recent)
+        if ops.uid_next > max(st.next_uid, top + 1):
+            log.set_next_uid(ops.uid_next)
+        if ops.first_recent_uid > st.first_recent_uid:
+            log.set_first_recent_uid(ops.first_recent_uid)
         log.attribute_update(
             AttributeChange(value is not None, type_, key, stamp, len((value or "").encode()))
-            for (type_, key), (value, stamp) in self._attrs.items()
+            for (type_, key), (value, stamp) in ops.attributes.items()
         )
         return plan
 
@@ -269,11 +187,12 @@ class SdboxTransaction(Transaction):
         return renumber
 
     def _identity_records(self, log: LogTransaction, st: IndexState) -> None:
-        if self._guid is not None and self._guid != self.box.guid:
+        guid, uid_validity = self.ops.guid, self.ops.uid_validity
+        if guid is not None and guid != self.box.guid:
             log.ext_intro(DBOX_HDR, st)
-            log.ext_hdr_update(4, self._guid)
-        if self._uid_validity and self._uid_validity != st.uid_validity:
-            log.set_uid_validity(self._uid_validity)
+            log.ext_hdr_update(4, guid)
+        if uid_validity and uid_validity != st.uid_validity:
+            log.set_uid_validity(uid_validity)
 
     def _guid128(self, uid: int) -> bytes:
         path = self.box.file_path(uid)
@@ -304,7 +223,10 @@ class SdboxTransaction(Transaction):
     def _modseq_records(
         self, log: LogTransaction, st: IndexState, renumber: dict[int, int], gone: set[int]
     ) -> None:
-        wanted = {uid: m for uid, m in self._min_modseq.items() if uid not in gone}
+        wanted: dict[int, int] = {}
+        for op in self.ops.flag_ops:
+            if op.min_modseq and op.uid not in gone:
+                wanted[op.uid] = max(wanted.get(op.uid, 0), op.min_modseq)
         for uid, save in self._saves.items():
             if save.min_modseq:
                 wanted[uid] = max(wanted.get(uid, 0), save.min_modseq)
@@ -313,8 +235,8 @@ class SdboxTransaction(Transaction):
             for uid, m in sorted(wanted.items())
             if uid in st.messages or uid in self._saves
         ]
-        if self._modseq > st.modseq:
-            entries.append((0, self._modseq))
+        if self.ops.highest_modseq > st.modseq:
+            entries.append((0, self.ops.highest_modseq))
         log.modseq_update(entries)
 
     def _place(self, plan: _Plan) -> None:
@@ -328,7 +250,7 @@ class SdboxTransaction(Transaction):
                 _link_or_copy(source, final, self.box.storage.hostname)
                 done.append(final)
             if done:
-                _fsync_dir(self.box.box_dir)
+                fsync_dir(self.box.box_dir)
         except BaseException:
             for final in done:
                 final.unlink(missing_ok=True)
@@ -337,10 +259,11 @@ class SdboxTransaction(Transaction):
     def _write_attributes(self) -> Callable[[], None] | None:
         """Apply attribute values to the dict (and move them to a new mailbox GUID);
         the undo callable, or None when nothing changed."""
-        new_guid = self._guid if self._guid is not None and self._guid != self.box.guid else None
-        if not self._attrs and new_guid is None:
+        guid, attributes = self.ops.guid, self.ops.attributes
+        new_guid = guid if guid is not None and guid != self.box.guid else None
+        if not attributes and new_guid is None:
             return None
-        changes = {key: value for key, (value, _) in self._attrs.items()}
+        changes = {key: value for key, (value, _) in attributes.items()}
         return self.box.storage.attribute_dict.update(self.box.guid, changes, new_guid)
 
 
@@ -355,11 +278,3 @@ def _link_or_copy(source: Path, final: Path, hostname: str) -> None:
             raise
         shutil.copyfile(source, temp)
     os.rename(temp, final)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
