@@ -14,12 +14,14 @@ import pytest
 from pydsync_server.errors import MailError, StorageError
 from pydsync_server.storage.base import MailboxStatus, NewMessage, Storage, Transaction
 from pydsync_server.storage.maildir import MaildirStorage
+from pydsync_server.storage.mdbox import MdboxStorage
 from pydsync_server.storage.recording import Ops
 from pydsync_server.storage.sdbox import SdboxStorage
 
 DRIVERS: dict[str, Callable[[Path], Storage]] = {
     "maildir": lambda root: MaildirStorage(root),
     "sdbox": lambda root: SdboxStorage(root),
+    "mdbox": lambda root: MdboxStorage(root),
 }
 
 

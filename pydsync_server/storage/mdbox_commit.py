@@ -30,7 +30,7 @@ from .mdbox_mailbox import BOX_HDR, BOX_REC, BoxHeader, box_header, box_record
 
 if TYPE_CHECKING:
     from .mdbox_mailbox import MdboxMailbox
-    from .mdbox_transaction import Ops
+    from .recording import Ops
 
 
 @dataclass(frozen=True)

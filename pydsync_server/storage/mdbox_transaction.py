@@ -14,16 +14,15 @@ expunged messages.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..errors import MailboxNotFoundError, MailError, StorageError
+from ..errors import MailboxNotFoundError, StorageError
 from . import dbox_file as dbox
-from .attributes import check_attribute
-from .base import NewMessage, Transaction, guid128
-from .maildir_attributes import AttrKey
+from .base import NewMessage, guid128
 from .mdbox_commit import IndexCommit, NewRecord
 from .mdbox_map import MapChanges, MapRecord, MapView
+from .recording import RecordingTransaction
 
 if TYPE_CHECKING:
     from .mdbox_files import FileWriter
@@ -37,61 +36,14 @@ class _Save:
     writer_index: int = -1
 
 
-@dataclass
-class FlagOp:
-    uid: int
-    add: int
-    remove: int
-    add_keywords: frozenset[str]
-    remove_keywords: frozenset[str]
-    min_modseq: int
-
-
-@dataclass
-class Ops:
-    """Everything a transaction asks for, as handed to the index commit."""
-
-    flag_ops: list[FlagOp] = field(default_factory=list)
-    expunges: list[int] = field(default_factory=list)
-    moves: dict[int, int] = field(default_factory=dict)
-    uid_validity: int = 0
-    guid: bytes | None = None
-    uid_next: int = 0
-    highest_modseq: int = 0
-    first_recent_uid: int = 0
-    attributes: dict[AttrKey, tuple[str | None, int]] = field(default_factory=dict)
-
-
-def check_keywords(keywords: frozenset[str]) -> None:
-    for kw in keywords:
-        if not kw or any(c in kw for c in "\r\n\x00 \t"):
-            raise StorageError(f"Invalid keyword: {kw!r}", MailError.PARAMS)
-
-
-class MdboxTransaction(Transaction):
+class MdboxTransaction(RecordingTransaction[_Save]):
     def __init__(self, box: MdboxMailbox) -> None:
+        super().__init__(box.status())
         self._box = box
-        self._start_uid_next = box.state.next_uid
-        self._saves: dict[int, _Save] = {}
         self._writer: tuple[FileWriter, MapView] | None = None  # made by the first save
-        self.ops = Ops()
-        self._closed = False
-
-    # -- recording --
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StorageError("Transaction already finished", MailError.NOTPOSSIBLE)
-
-    def _check_new_uid(self, uid: int) -> None:
-        taken = uid in self._saves or uid in self.ops.moves.values()
-        if uid < self._start_uid_next or taken or not 0 < uid < 0xFFFFFFFF:
-            raise StorageError(f"UID {uid} is not free for saving", MailError.NOTPOSSIBLE)
 
     def save(self, message: NewMessage) -> None:
-        self._check_open()
-        self._check_new_uid(message.uid)
-        check_keywords(message.keywords)
+        self._check_save(message)
         guid = message.guid or self._box.ctx.new_guid().hex()
         meta = dbox.Metadata(
             guid=guid,
@@ -128,60 +80,6 @@ class MdboxTransaction(Transaction):
             self._writer = ctx.files.new_writer(view), view
         return self._writer
 
-    def update_flags(
-        self,
-        uid: int,
-        add_flags: int = 0,
-        remove_flags: int = 0,
-        add_keywords: frozenset[str] = frozenset(),
-        remove_keywords: frozenset[str] = frozenset(),
-        min_modseq: int = 0,
-    ) -> None:
-        self._check_open()
-        check_keywords(add_keywords)
-        op = FlagOp(uid, add_flags, remove_flags, add_keywords, remove_keywords, min_modseq)
-        self.ops.flag_ops.append(op)
-
-    def expunge(self, uid: int) -> None:
-        self._check_open()
-        self.ops.expunges.append(uid)
-
-    def move(self, uid: int, new_uid: int) -> None:
-        self._check_open()
-        self._check_new_uid(new_uid)
-        self.ops.moves[uid] = new_uid
-
-    def set_uid_validity(self, uid_validity: int) -> None:
-        self._check_open()
-        if not 0 < uid_validity <= 0xFFFFFFFF:
-            raise StorageError(f"Invalid UIDVALIDITY {uid_validity}", MailError.PARAMS)
-        self.ops.uid_validity = uid_validity
-
-    def set_guid(self, guid: bytes) -> None:
-        self._check_open()
-        if len(guid) != 16 or guid == bytes(16):
-            raise StorageError("Invalid mailbox GUID", MailError.PARAMS)
-        self.ops.guid = guid
-
-    def raise_uid_next(self, uid_next: int) -> None:
-        self._check_open()
-        if not 0 < uid_next <= 0xFFFFFFFF:
-            raise StorageError("UIDNEXT out of range", MailError.PARAMS)
-        self.ops.uid_next = max(self.ops.uid_next, uid_next)
-
-    def raise_highest_modseq(self, modseq: int) -> None:
-        self._check_open()
-        self.ops.highest_modseq = max(self.ops.highest_modseq, modseq)
-
-    def raise_first_recent_uid(self, uid: int) -> None:
-        self._check_open()
-        self.ops.first_recent_uid = max(self.ops.first_recent_uid, uid)
-
-    def set_attribute(self, type: str, key: str, value: str | None, last_change: int) -> None:
-        self._check_open()
-        check_attribute(type, key)
-        self.ops.attributes[type, key] = (value, last_change)
-
     def rollback(self) -> None:
         self._closed = True
         self._saves.clear()
@@ -195,8 +93,9 @@ class MdboxTransaction(Transaction):
     # -- commit --
 
     def commit(self) -> None:
-        self._check_open()
-        self._closed = True
+        self._close()
+        if self._is_empty():
+            return
         box = self._box
         try:
             if not box.paths.log.exists():
