@@ -299,3 +299,21 @@ def test_no_append_to_a_file_purged_after_the_map_was_read(tmp_path: Path) -> No
         ((file_id, _, _),) = writer.assign(locked)
     writer.finish()
     assert file_id == 3 and not (tmp_path / "m/storage/m.1").exists()
+
+
+def test_listing_follows_appends_and_a_recreated_mailbox(tmp_path: Path) -> None:
+    """Listed identities are remembered while the index files are unchanged: an append
+    shows, and so does a mailbox deleted and made again (maybe on the same inode)."""
+    s = MdboxStorage(tmp_path / "m")
+
+    def listed() -> tuple[bytes | None, int, int]:
+        (entry,) = [e for e in s.list_mailboxes() if e.vname == "Work"]
+        return entry.guid, entry.uid_validity, entry.uid_next
+
+    s.create_mailbox("Work", guid=b"\x01" * 16, uid_validity=5)
+    assert listed() == (b"\x01" * 16, 5, 1)
+    save(s, "Work", new(1, b"a"))
+    assert listed() == (b"\x01" * 16, 5, 2)
+    s.delete_mailbox("Work")
+    s.create_mailbox("Work", guid=b"\x02" * 16, uid_validity=5)
+    assert listed() == (b"\x02" * 16, 5, 1)

@@ -98,6 +98,27 @@ class MdboxStorage(DboxStorage):
         self._identities[box_dir] = (stamp, identity)
         return identity
 
+    # A tree change may put a new index where an old one was, even on its reused inode
+    # within one mtime tick: the remembered identities are forgotten after each.
+
+    def create_mailbox(self, vname: str, guid: bytes | None = None, uid_validity: int = 0) -> None:
+        try:
+            super().create_mailbox(vname, guid, uid_validity)
+        finally:
+            self._identities.clear()
+
+    def delete_mailbox(self, vname: str) -> None:
+        try:
+            super().delete_mailbox(vname)
+        finally:
+            self._identities.clear()
+
+    def rename_mailbox(self, old: str, new: str) -> None:
+        try:
+            super().rename_mailbox(old, new)
+        finally:
+            self._identities.clear()
+
     def _open(self, vname: str, box_dir: Path) -> MdboxMailbox:
         storage_name = "/".join(self.levels(vname))
         return MdboxMailbox(vname, box_dir, self.ctx, storage_name)
@@ -137,4 +158,7 @@ class MdboxStorage(DboxStorage):
 
         if vname is not None and not self.is_mailbox(self.normalize(vname)):
             raise MailboxNotFoundError(f"Mailbox doesn't exist: {vname}")
-        return rebuild(self)
+        try:
+            return rebuild(self)
+        finally:
+            self._identities.clear()
