@@ -205,3 +205,34 @@ def test_a_copy_keeping_mtimes_keeps_its_summary(tmp_path: Path, monkeypatch: ob
 
     monkeypatch.setattr(maildir_mailbox, "read_folder", no_scan)  # type: ignore[attr-defined]
     assert MaildirStorage(copy).open_mailbox("INBOX").status() == expected[1]
+
+
+def _sync(home: Path, *options: str) -> int:
+    from pydsync_server.cli.main import main
+
+    environ = {"USER": "jane", "HOME": str(home), "PYDSYNC_CONFIG": ""}
+    argv = ["-o", f"mail_location=maildir:{home}/a", "sync", *options, f"maildir:{home}/b"]
+    return main(argv, stdout=io.BytesIO(), stderr=io.StringIO(), environ=environ)
+
+
+def test_first_sync_into_an_empty_store_leaves_equal_counters(
+    tmp_path: Path, monkeypatch: object
+) -> None:
+    """As between Dovecot stores: the copy ends at the source's HIGHESTMODSEQ, so the
+    next fast sync skips every mailbox instead of comparing their messages."""
+    (tmp_path / "a").mkdir()
+    for sub in ("cur", "new", "tmp"):
+        (tmp_path / "a" / sub).mkdir()
+    for i in range(3):
+        (tmp_path / "a" / "cur" / f"17000000{i}.M1P1.h:2,S").write_bytes(b"Subject: %d\n\n" % i)
+    assert _sync(tmp_path, "-s", "") == 0  # as the benchmark settles its pairs
+    a = MaildirStorage(tmp_path / "a").open_mailbox("INBOX").status()
+    b = MaildirStorage(tmp_path / "b").open_mailbox("INBOX").status()
+    assert a.highest_modseq == b.highest_modseq > 1
+    from pydsync_server.brain import brain
+
+    def no_mailbox_sync(*args: object, **kwargs: object) -> None:
+        raise AssertionError("fast mode compared a mailbox whose counters are equal")
+
+    monkeypatch.setattr(brain, "sync_mailbox", no_mailbox_sync)  # type: ignore[attr-defined]
+    assert _sync(tmp_path) == 0

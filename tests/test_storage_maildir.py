@@ -372,7 +372,7 @@ def test_new_files_get_uids_in_dovecot_order(tmp_path: Path) -> None:
     assert box.messages()[0].flags == SEEN
 
 
-def test_store_without_sidecar_starts_at_modseq_1(tmp_path: Path) -> None:
+def test_store_without_sidecar_starts_a_random_step_up(tmp_path: Path) -> None:
     (tmp_path / "cur").mkdir(parents=True)
     (tmp_path / "new").mkdir()
     (tmp_path / "cur/1.M1P1.h,S=1:2,Sa").write_bytes(b"x")
@@ -383,20 +383,23 @@ def test_store_without_sidecar_starts_at_modseq_1(tmp_path: Path) -> None:
     )
     box = MaildirStorage(tmp_path).open_mailbox("INBOX")
     st_ = box.status()
-    assert (st_.uid_validity, st_.uid_next, st_.guid, st_.highest_modseq) == (9, 8, b"\x12" * 16, 1)
+    assert (st_.uid_validity, st_.uid_next, st_.guid) == (9, 8, b"\x12" * 16)
+    start = st_.highest_modseq  # messages stay at modseq 1, the counter starts higher
+    assert 2 <= start <= 1 + (1 << 16) and box.history_start() == start
     infos = {m.uid: (m.guid, m.flags, m.keywords, m.modseq) for m in box.messages()}
     assert infos == {
         5: ("1.M1P1.h,S=1", SEEN, frozenset({"todo"}), 1),
         7: ("my-guid", 0, frozenset(), 1),
     }
     assert st_.first_recent_uid == 7  # files in new/ are recent
-    # History before tracking is unknown: no nonzero modseq can be answered yet.
+    # History before tracking is unknown: only the starting modseq can be answered.
     assert box.changes_since(0) == [] and box.changes_since(1) is None
+    assert box.changes_since(start) == []
     client_set_flags(tmp_path, tmp_path, 7, FLAGGED, frozenset())
     box.refresh()
     # another program's change: a random step above 1 (pitfall 22)
     modseq = box.status().highest_modseq
-    assert 2 <= modseq <= 1 + (1 << 16)
+    assert start < modseq <= start + (1 << 16)
     assert box.changes_since(0) == [MessageChange(7, modseq, add_flags=FLAGGED)]
     assert box.changes_since(1) is None  # still below the floor: unknown history
     assert box.changes_since(modseq) == [] and box.changes_since(modseq + 1) is None

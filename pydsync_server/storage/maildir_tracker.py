@@ -95,10 +95,17 @@ class ChangeTracker:
         first_recent_uid: int,
     ) -> ChangeTracker:
         """State for a folder pydsync has not tracked: every message at modseq 1, with
-        a history nobody here knows (log floor 2: no nonzero modseq can be answered, so
-        a state quoting another program's modseq leads to a full export)."""
+        a history nobody here knows. The counter starts a random step up, at the log
+        floor: only that modseq (nothing since) can be answered, an older one leads to a
+        full export. Like a Dovecot index that counted the folder's deliveries, it is
+        then usually above a new, empty copy's, which raises itself to it after its
+        import, so a first sync leaves both sides' counters equal (fast mode skips the
+        pair next time). An empty folder starts at 1, below any such copy."""
         msgs = {uid: Snapshot(1, st.flags, st.keywords, st.guid) for uid, st in current.items()}
-        return cls(uid_validity, mailbox_guid, 1, first_recent_uid, 2, msgs)
+        if not msgs:
+            return cls(uid_validity, mailbox_guid, 1, first_recent_uid, 2, msgs)
+        start = 1 + 1 + secrets.randbelow(_FOREIGN_STEP)
+        return cls(uid_validity, mailbox_guid, start, first_recent_uid, start, msgs)
 
     @classmethod
     def load(cls, path: Path) -> ChangeTracker | None:
