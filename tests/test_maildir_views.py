@@ -236,3 +236,37 @@ def test_first_sync_into_an_empty_store_leaves_equal_counters(
 
     monkeypatch.setattr(brain, "sync_mailbox", no_mailbox_sync)  # type: ignore[attr-defined]
     assert _sync(tmp_path) == 0
+
+
+def test_closing_the_store_leaves_a_summary_of_its_writes(
+    tmp_path: Path, monkeypatch: object
+) -> None:
+    """The next run needs no rescan after this one wrote (Dovecot's index is current
+    after its own writes)."""
+    storage = MaildirStorage(tmp_path)
+    box = storage.open_mailbox("INBOX")
+    with box.transaction() as tx:
+        tx.save(NewMessage(1, "g1", io.BytesIO(b"Subject: 1\n\nx\n"), 0x02))
+    box.refresh()
+    expected = _view(box)
+    storage.close()
+
+    def no_scan(*args: object) -> None:
+        raise AssertionError("rescanned what the last run wrote")
+
+    monkeypatch.setattr(maildir_mailbox, "read_folder", no_scan)  # type: ignore[attr-defined]
+    assert MaildirStorage(tmp_path).open_mailbox("INBOX").status() == expected[1]
+    monkeypatch.undo()  # type: ignore[attr-defined]
+    assert _fresh_view(tmp_path) == expected
+
+
+def test_a_delivery_after_the_commit_is_not_hidden_by_the_summary(tmp_path: Path) -> None:
+    storage = MaildirStorage(tmp_path)
+    box = storage.open_mailbox("INBOX")
+    with box.transaction() as tx:
+        tx.save(NewMessage(1, "g1", io.BytesIO(b"Subject: 1\n\nx\n")))
+    box.refresh()
+    (tmp_path / "new" / "1700000000.M9P9.mta").write_bytes(b"Subject: late\n\ny\n")
+    storage.close()
+    later = MaildirStorage(tmp_path).open_mailbox("INBOX")
+    assert [m.uid for m in later.messages()] == [1, 2]

@@ -38,7 +38,7 @@ from .maildir_files import (
     write_synced,
 )
 from .maildir_folder import SUBDIRS, UIDLIST, FolderPaths, StoreContext
-from .maildir_mailbox import MaildirMailbox
+from .maildir_mailbox import MaildirMailbox, persist_views
 from .maildir_names import LAYOUT_FS, MAILDIRPLUSPLUS, SEP, TRASH_DIR_NAME, MaildirLayout
 from .maildir_uidlist import Uidlist, parse_uidlist
 
@@ -138,6 +138,9 @@ class MaildirStorage(Storage):
                 continue  # deleted while listing
             entries.append(MailboxEntry(vname, status.guid, status.uid_validity, status.uid_next))
         return entries
+
+    def close(self) -> None:
+        persist_views(self.ctx)
 
     def open_mailbox(self, vname: str) -> MaildirMailbox:
         vname = _normalize(self.names, vname)

@@ -158,14 +158,17 @@ def reading_copy(state: FolderState) -> FolderState:
     return replace(state, keywords=state.keywords.copy())
 
 
-@dataclass(frozen=True)
+@dataclass
 class FolderView:
     """A folder as one scan saw it: the stamp taken before, the plan, and the state
-    read (None when the scan wrote, so the state no longer matches the files)."""
+    read (None when the scan wrote, so the state no longer matches the files).
+    `persisted`: a summary of it is on disk."""
 
+    paths: FolderPaths
     stamp: FolderStamp
     plan: SyncPlan
     state: FolderState | None = None
+    persisted: bool = False
 
 
 # -- planning ------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import MailboxNotFoundError
+from ..errors import MailboxNotFoundError, StorageError
 from .base import Attribute, Mailbox, MailboxStatus, MessageChange, MessageInfo, Transaction
 from .maildir_files import dotlock, fsync_dir, makedirs, storage_error
 from .maildir_folder import (
@@ -78,11 +78,7 @@ class MaildirMailbox(Mailbox):
             yield
 
     def take_stamp(self) -> FolderStamp:
-        p = self.paths
-        files: tuple[Path, ...] = (p.uidlist, p.keywords, p.sidecar)
-        if p.attribute_dict is not None:
-            files += (p.attribute_dict,)
-        return FolderStamp.take((p.mail / "cur", p.mail / "new"), files)
+        return _take_stamp(self.paths)
 
     def _open(self) -> None:
         """Reuse this run's view or the stored summary while the disk is unchanged.
@@ -149,21 +145,16 @@ class MaildirMailbox(Mailbox):
                         stamp, state = self.take_stamp(), None
         except OSError as exc:
             raise storage_error(exc, f"syncing mailbox {self.vname}") from exc
-        view = FolderView(stamp, plan, state)
+        view = FolderView(self.paths, stamp, plan, state, persisted=stamp.settled)
         self._adopt(view)
         self.ctx.views[self.paths.mail] = view
         if stamp.settled:
-            self._summary_of(plan, stamp).save(self.paths.summary)
+            summary_of(plan, stamp).save(self.paths.summary)
 
     def adopt_view(self, stamp: FolderStamp, plan: SyncPlan) -> None:
         """A transaction's picture of the folder after its commit, taken at `stamp`:
         the next refresh (or open) uses it instead of a rescan."""
-        self.ctx.views[self.paths.mail] = FolderView(stamp, plan)
-
-    def _summary_of(self, plan: SyncPlan, stamp: FolderStamp) -> Summary:
-        return Summary(
-            stamp, self._status_of(plan), plan.tracker.log_floor, bool(plan.tracker.attrs)
-        )
+        self.ctx.views[self.paths.mail] = FolderView(self.paths, stamp, plan)
 
     def _ensure_subdirs(self) -> None:
         """Missing cur/new/tmp are re-created on open, as Dovecot does."""
@@ -204,19 +195,7 @@ class MaildirMailbox(Mailbox):
     def status(self) -> MailboxStatus:
         if self._plan is None and self._summary is not None:
             return self._summary.status
-        return self._status_of(self.plan)
-
-    @staticmethod
-    def _status_of(plan: SyncPlan) -> MailboxStatus:
-        assert plan.uidlist.guid is not None
-        return MailboxStatus(
-            guid=plan.uidlist.guid,
-            uid_validity=plan.uidlist.uid_validity,
-            uid_next=plan.uidlist.next_uid,
-            messages=len(plan.messages),
-            first_recent_uid=plan.tracker.first_recent_uid,
-            highest_modseq=plan.tracker.highest_modseq,
-        )
+        return status_of(self.plan)
 
     def messages(self) -> Sequence[MessageInfo]:
         if self._infos is None:
@@ -320,3 +299,55 @@ def _int_or_none(text: str | None) -> int | None:
     if text is None or not text.isdigit():
         return None
     return int(text)
+
+
+def status_of(plan: SyncPlan) -> MailboxStatus:
+    assert plan.uidlist.guid is not None
+    return MailboxStatus(
+        guid=plan.uidlist.guid,
+        uid_validity=plan.uidlist.uid_validity,
+        uid_next=plan.uidlist.next_uid,
+        messages=len(plan.messages),
+        first_recent_uid=plan.tracker.first_recent_uid,
+        highest_modseq=plan.tracker.highest_modseq,
+    )
+
+
+def summary_of(plan: SyncPlan, stamp: FolderStamp) -> Summary:
+    return Summary(stamp, status_of(plan), plan.tracker.log_floor, bool(plan.tracker.attrs))
+
+
+def persist_views(ctx: StoreContext) -> None:
+    """At the end of a run, store a summary of each folder this run wrote to or saw
+    unsettled, so the next run needs no rescan either (Dovecot's index is current
+    after its own writes). A summary needs a settled stamp, so this waits out one
+    timestamp tick first, then proves under the uidlist lock that the folder is what
+    the view says: its text files unchanged since the view, its message files exactly
+    the view's. Anything else leaves the folder to a rescan next time."""
+    pending = [view for view in ctx.views.values() if not view.persisted]
+    if not pending:
+        return
+    FolderStamp.wait_to_settle([_take_stamp(view.paths) for view in pending])
+    for view in pending:
+        try:
+            with dotlock(view.paths.uidlist, ctx.hostname, timeout=1.0):
+                stamp = _take_stamp(view.paths)
+                if _unchanged_since(view, stamp):
+                    summary_of(view.plan, stamp).save(view.paths.summary)
+                    view.persisted = True
+        except (StorageError, OSError):
+            continue  # busy or gone: the next run rescans
+
+
+def _unchanged_since(view: FolderView, stamp: FolderStamp) -> bool:
+    if not stamp.settled or stamp.files != view.stamp.files:
+        return False
+    listed = {m.record.base: (m.subdir, m.filename) for m in view.plan.messages.values()}
+    return scan_messages(view.paths.mail) == listed
+
+
+def _take_stamp(p: FolderPaths) -> FolderStamp:
+    files: tuple[Path, ...] = (p.uidlist, p.keywords, p.sidecar)
+    if p.attribute_dict is not None:
+        files += (p.attribute_dict,)
+    return FolderStamp.take((p.mail / "cur", p.mail / "new"), files)

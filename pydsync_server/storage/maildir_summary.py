@@ -31,6 +31,7 @@ _FINE_TICK_NS = 50_000_000
 def _tick_ns(mtime_ns: int) -> int:
     return _FINE_TICK_NS if mtime_ns % 1_000_000_000 else _COARSE_TICK_NS
 
+
 # (size, mtime ns); zeros = missing. No inode: like Dovecot's index, which keeps cur/'s
 # mtime, a copy that keeps mtimes (cp -a, rsync -t, a restore) stays valid; a file
 # replaced by one of the same size shows a later mtime once the stamp is settled.
@@ -66,9 +67,19 @@ class FolderStamp:
     def settled(self) -> bool:
         """Nothing watched was modified within a timestamp tick of the stamp, so any
         later change shows a later mtime."""
-        return all(
-            key[1] + _tick_ns(key[1]) <= self.taken_ns for key in (*self.dirs, *self.files)
+        return all(key[1] + _tick_ns(key[1]) <= self.taken_ns for key in (*self.dirs, *self.files))
+
+    @staticmethod
+    def wait_to_settle(stamps: list[FolderStamp]) -> None:
+        """Sleep until the newest mtime of `stamps` is a fine-grained tick old (at most
+        that long); whole-second file systems are not waited for."""
+        newest = max(
+            (key[1] for st in stamps for key in (*st.dirs, *st.files) if key[1] % 1_000_000_000),
+            default=0,
         )
+        wait_ns = newest + _FINE_TICK_NS - time.time_ns()
+        if 0 < wait_ns <= _FINE_TICK_NS:
+            time.sleep(wait_ns / 1e9)
 
     def vouches_for(self, newer: FolderStamp) -> bool:
         """A scan made after this stamp still shows the folder at `newer`."""
