@@ -122,8 +122,6 @@ def test_unchanged_settled_folder_is_not_rescanned(tmp_path: Path, monkeypatch: 
     assert again.messages()[0].flags != expected[2][0].flags  # type: ignore[index]
 
 
-
-
 def test_commit_on_a_settled_view_skips_rereading(tmp_path: Path, monkeypatch: object) -> None:
     from pydsync_server.storage import maildir_transaction
 
