@@ -20,7 +20,7 @@ from pathlib import Path
 from .base import MailboxStatus
 
 SUMMARY_NAME = "pydsync-summary"
-_FORMAT = "pydsync-summary/2"
+_FORMAT = "pydsync-summary/3"
 # A file system that stamps whole seconds may stamp two seconds (FAT): Dovecot's
 # MAILDIR_SYNC_SECS rule, doubled. One with sub-second stamps takes them from the
 # kernel's coarse clock, a jiffy (at most 10 ms) behind the time we read.
@@ -58,7 +58,9 @@ class FolderStamp:
     @classmethod
     def take(cls, dirs: tuple[Path, ...], files: tuple[Path, ...]) -> FolderStamp:
         taken = time.time_ns()
-        return cls(tuple(map(stat_key, dirs)), tuple(map(stat_key, files)), taken)
+        # a directory's size depends on its history (a copy's differs): mtime only
+        dir_keys = tuple((0, mtime) for _, mtime in map(stat_key, dirs))
+        return cls(dir_keys, tuple(map(stat_key, files)), taken)
 
     def same_disk(self, other: FolderStamp) -> bool:
         return (self.dirs, self.files) == (other.dirs, other.files)
