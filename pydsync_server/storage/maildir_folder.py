@@ -291,8 +291,10 @@ def _plan_tracker(
 
 
 def _note_dates(tracker: ChangeTracker, messages: dict[int, Message], mail_dir: Path) -> None:
-    """Remember each new message's received and saved dates (its file's mtime and
-    ctime), as Dovecot caches them in its index: later reads then need no stat."""
+    """Remember each new message's received date (its file's mtime), as Dovecot caches
+    it in its index: later reads need no stat for it. The saved date is kept only when
+    dsync gave one: otherwise it is the file's ctime at the time of asking, which a
+    chown moves, and Dovecot reports it so (storage-formats.md §1.6)."""
     for uid, snap in tracker.msgs.items():
         if snap.received_date:
             continue
@@ -301,8 +303,7 @@ def _note_dates(tracker: ChangeTracker, messages: dict[int, Message], mail_dir: 
             st = os.stat(os.path.join(mail_dir, msg.subdir, msg.filename))
         except OSError:
             continue  # renamed meanwhile: looked up on the next scan
-        saved = snap.saved_date or int(st.st_ctime)
-        tracker.msgs[uid] = snap._replace(received_date=int(st.st_mtime) or 1, saved_date=saved)
+        tracker.msgs[uid] = snap._replace(received_date=int(st.st_mtime) or 1)
 
 
 # -- writing -------------------------------------------------------------------------

@@ -214,15 +214,19 @@ class MaildirMailbox(Mailbox):
         vsize = _int_or_none(ext.get("W")) or size_from_base(msg.record.base, "W")
         received = snap.received_date if snap is not None else 0
         saved = snap.saved_date if snap is not None else 0
+        path = f"{self.paths.mail}/{msg.subdir}/{msg.filename}"
         if not (received and saved and size is not None and vsize is not None):
-            # dates or sizes the scan didn't note: ask the file (gone since: skip it)
-            path = self.locate(msg)
-            if path is None:
-                return None
-            st = path.stat()
+            try:
+                st = os.stat(path)  # the file is as the scan found it
+            except FileNotFoundError:
+                found = self.locate(msg)  # renamed by another program since, or gone
+                if found is None:
+                    return None
+                path = str(found)
+                st = os.stat(path)
             received, saved = received or int(st.st_mtime), saved or int(st.st_ctime)
             size = size or st.st_size
-            vsize = vsize if vsize is not None else self._vsize(msg, path)
+            vsize = vsize if vsize is not None else self._vsize(msg, Path(path))
         return MessageInfo(
             uid=msg.uid,
             guid=msg.guid,

@@ -68,7 +68,8 @@ class _Work:
     flags: int
     keywords: frozenset[str]
     guid: str
-    modseq: int = 0  # set when this commit changes the message
+    modseq: int = 0  # the message's; this commit's when it changes the message
+    raised_modseq: int = 0  # a modseq-only update (dsync keeps replicas' modseqs close)
     saved_date: int = 0
     received_date: int = 0
     final_name: str = ""  # the file name after the commit, when renamed
@@ -253,6 +254,7 @@ class MaildirTransaction(RecordingTransaction[_Save]):
             work[uid] = _Work(
                 msg.record, msg.subdir, f"{mail}/{msg.subdir}/{msg.filename}", msg.info,
                 msg.flags, msg.keywords, msg.guid,
+                modseq=snap.modseq if snap is not None else 0,
                 saved_date=snap.saved_date if snap is not None else 0,
                 received_date=snap.received_date if snap is not None else 0,
             )  # fmt: skip
@@ -266,9 +268,13 @@ class MaildirTransaction(RecordingTransaction[_Save]):
                 continue  # expunged meanwhile: nothing to do, like Dovecot
             flags = ((item.flags | op.add) & ~op.remove) & ALL_FLAGS
             kws = (item.keywords | op.add_keywords) - op.remove_keywords
-            if (flags, kws) != (item.flags, item.keywords) or op.min_modseq > item.modseq:
+            if (flags, kws) != (item.flags, item.keywords):
                 item.flags, item.keywords, item.touched = flags, kws, True
                 item.modseq = max(item.modseq, modseq, op.min_modseq)
+            elif op.min_modseq > item.modseq:
+                # flags as they are: only the modseq rises, to the value asked for, as
+                # Dovecot's mail_update_modseq (no new change, no rename)
+                item.raised_modseq = max(item.raised_modseq, op.min_modseq)
         for wanted in self.ops.expunges:
             uid = uid_map.get(wanted, wanted)
             item = work.get(uid)
@@ -319,7 +325,7 @@ class MaildirTransaction(RecordingTransaction[_Save]):
                 UidlistRecord(uid, base, ext), "cur", str(save.tmp_path), _NO_INFO,
                 msg.flags & ALL_FLAGS, msg.keywords, msg.guid or base,
                 modseq=max(modseq, msg.min_modseq),
-                saved_date=msg.saved_date or int(self._box.ctx.clock()),
+                saved_date=msg.saved_date,
                 received_date=received or 1, touched=True, added=True,
             )  # fmt: skip
 
@@ -377,6 +383,8 @@ class MaildirTransaction(RecordingTransaction[_Save]):
         if self.ops.guid is not None:
             uidlist.guid = tracker.mailbox_guid = self.ops.guid
         for uid, item in sorted(work.items()):
+            if item.raised_modseq and not (item.trash or item.touched):
+                tracker.raise_modseq(uid, item.raised_modseq)
             if item.trash or not item.touched:
                 continue
             state = MessageState(item.flags, item.keywords, item.guid)
