@@ -278,6 +278,13 @@ class ChangeTracker:
         self.msgs[uid] = snap._replace(modseq=modseq, flags=flags, keywords=keywords)
         self.highest_modseq = max(self.highest_modseq, modseq)
 
+    def raise_modseq(self, uid: int, modseq: int) -> None:
+        """A dsync modseq-only update: the message keeps its flags, no change is logged."""
+        snap = self.msgs.get(uid)
+        if snap is not None and modseq > snap.modseq:
+            self.msgs[uid] = snap._replace(modseq=modseq)
+            self.highest_modseq = max(self.highest_modseq, modseq)
+
     def expunged(self, uid: int, modseq: int, *, dsync: bool, guid: str = "") -> None:
         snap = self.msgs.pop(uid, None)
         guid = guid or (snap.guid if snap is not None else "")
