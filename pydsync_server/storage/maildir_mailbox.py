@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+from .. import _native
 from ..errors import MailboxNotFoundError, StorageError
 from .base import Attribute, Mailbox, MailboxStatus, MessageChange, MessageInfo, Transaction
 from .maildir_files import dotlock, fsync_dir, makedirs, storage_error
@@ -40,15 +41,11 @@ _CHUNK = 1 << 16
 
 def count_vsize(fh: BinaryIO) -> int:
     """Size with every bare LF counted as CRLF (the `,W=` value)."""
-    size = bare = 0
-    prev = b""
+    vsize, prev_cr = 0, False
     while chunk := fh.read(_CHUNK):
-        size += len(chunk)
-        bare += chunk.count(b"\n") - chunk.count(b"\r\n")
-        if chunk.startswith(b"\n") and prev.endswith(b"\r"):
-            bare -= 1
-        prev = chunk
-    return size + bare
+        vsize += _native.vsize_part(chunk, prev_cr)
+        prev_cr = chunk.endswith(b"\r")
+    return vsize
 
 
 class MaildirMailbox(Mailbox):

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .. import _native
 from ..errors import MailboxNotFoundError, MailError, StorageError
 from .base import NewMessage
 from .maildir_attributes import AttributeDict
@@ -125,20 +126,18 @@ class MaildirTransaction(RecordingTransaction[_Save]):
     @staticmethod
     def _write_body(message: NewMessage, tmp_path: Path) -> tuple[int, int]:
         fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-        size = bare = 0
+        size = vsize = 0
         prev_cr = False
         try:
             while chunk := message.body.read(_CHUNK):
                 write_all(fd, chunk)
                 size += len(chunk)
-                bare += chunk.count(b"\n") - chunk.count(b"\r\n")
-                if prev_cr and chunk.startswith(b"\n"):
-                    bare -= 1
+                vsize += _native.vsize_part(chunk, prev_cr)  # the hot count, in C
                 prev_cr = chunk.endswith(b"\r")
             os.fsync(fd)
         finally:
             os.close(fd)
-        return size, size + bare
+        return size, vsize
 
     # -- finishing --
 
