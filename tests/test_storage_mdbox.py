@@ -60,17 +60,21 @@ class MdboxHooks:
     """Conformance hooks: one Dovecot user per test, the store in its home."""
 
     users: dict[int, DovecotUser]
+    made: int
 
     @pytest.fixture(autouse=True)
     def _dovecot(self, tmp_path: Path) -> Iterator[None]:
         env = DovecotEnv(tmp_path, attributes=True)
         self.env = env
         self.users = {}
+        self.made = 0
         yield
         env.close()
 
     def make_storage(self, tmp_path: Path) -> Storage:
-        user = self.env.user(f"u{len(self.users)}", location=LOCATION)
+        # a counter, not len(self.users): ids of collected storages are reused
+        self.made += 1
+        user = self.env.user(f"u{self.made}", location=LOCATION)
         storage = self.open(user)
         self.users[id(storage)] = user
         return storage
