@@ -33,9 +33,11 @@ from .maildir_attributes import ATTRIBUTE_DICT, AttributeDict
 from .maildir_files import (
     allocate_uid_validity,
     append_mailbox_log,
+    fsync_dir_quiet,
     makedirs,
     read_mailbox_log,
     read_subscriptions,
+    rmdir_if_empty,
     storage_error,
     tab_escape,
     write_subscriptions,
@@ -373,24 +375,3 @@ class DboxStorage(Storage):
 
     def mailbox_log(self) -> list[MailboxLogRecord]:
         return read_mailbox_log(self.root)
-
-
-def rmdir_if_empty(path: Path) -> bool:
-    try:
-        os.rmdir(path)
-        return True
-    except FileNotFoundError:
-        return True
-    except OSError:
-        return False
-
-
-def fsync_dir_quiet(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -29,9 +29,11 @@ from .maildir_files import (
     DIR_MODE,
     allocate_uid_validity,
     append_mailbox_log,
+    fsync_dir_quiet,
     makedirs,
     read_mailbox_log,
     read_subscriptions,
+    rmdir_if_empty,
     storage_error,
     tab_escape,
     write_subscriptions,
@@ -199,7 +201,7 @@ class MaildirStorage(Storage):
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        _fsync_dir_quiet(self.root)
+        fsync_dir_quiet(self.root)
 
     def _staging_dir(self, purpose: str) -> Path:
         """A fresh name in INBOX's tmp/ (never a mailbox in either layout); leftovers of
@@ -223,8 +225,8 @@ class MaildirStorage(Storage):
         os.replace(paths.control / (UIDLIST + ".tmp"), paths.control / UIDLIST)
         for sub in ("tmp", "new", "cur"):
             makedirs(paths.mail / sub)
-        _fsync_dir_quiet(paths.mail)
-        _fsync_dir_quiet(paths.mail.parent)
+        fsync_dir_quiet(paths.mail)
+        fsync_dir_quiet(paths.mail.parent)
 
     def create_dir(self, vname: str) -> None:
         self.ctx.views.clear()  # a tree change may reuse a path, even inodes
@@ -309,7 +311,7 @@ class MaildirStorage(Storage):
         trash = self.root / TRASH_DIR_NAME
         shutil.rmtree(trash, ignore_errors=True)
         os.rename(paths.mail, trash)
-        _fsync_dir_quiet(self.root)
+        fsync_dir_quiet(self.root)
         shutil.rmtree(trash, ignore_errors=True)
         for extra in {paths.control, paths.index} - {paths.mail}:
             shutil.rmtree(extra, ignore_errors=True)
@@ -327,7 +329,7 @@ class MaildirStorage(Storage):
                     shutil.rmtree(entry.path, ignore_errors=True)
                 elif not entry.is_dir(follow_symlinks=False):
                     os.unlink(entry.path)
-            gone = _rmdir_if_empty(directory) and gone
+            gone = rmdir_if_empty(directory) and gone
         return gone
 
     def delete_dir(self, vname: str) -> None:
@@ -345,7 +347,7 @@ class MaildirStorage(Storage):
         except OSError as exc:
             raise storage_error(exc, f"deleting directory {vname}") from exc
         for extra in {paths.control, paths.index} - {paths.mail}:
-            _rmdir_if_empty(extra)
+            rmdir_if_empty(extra)
         self._log(LogType.DELETE_DIR, name_hash(vname))
 
     # -- renaming --
@@ -383,7 +385,7 @@ class MaildirStorage(Storage):
             if a.exists():
                 makedirs(b.parent)
                 os.rename(a, b)
-                _fsync_dir_quiet(b.parent)
+                fsync_dir_quiet(b.parent)
 
     # -- subscriptions and the mailbox log --
 
@@ -422,24 +424,3 @@ def _normalize(names: MaildirLayout, vname: str) -> str:
 
 def _same_dir(a: Path, b: Path) -> bool:
     return a.resolve() == b.resolve()
-
-
-def _rmdir_if_empty(path: Path) -> bool:
-    try:
-        os.rmdir(path)
-        return True
-    except FileNotFoundError:
-        return True
-    except OSError:
-        return False
-
-
-def _fsync_dir_quiet(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -44,6 +44,29 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def rmdir_if_empty(path: Path) -> bool:
+    """Remove an empty directory; True when it is gone (or was never there)."""
+    try:
+        os.rmdir(path)
+        return True
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+
+
+def fsync_dir_quiet(path: Path) -> None:
+    """fsync a directory when it can be opened (a best-effort durability step)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
