@@ -76,7 +76,6 @@ class Exporter:
     def __init__(self, mailbox: Mailbox, options: ExportOptions) -> None:
         self.mailbox = mailbox
         self.options = options
-        self.messages = {info.uid: info for info in mailbox.messages()}
         self._first_recent = mailbox.status().first_recent_uid
         self._instances: dict[str, int] = {}
         self._bodies: list[LazyBody] = []
@@ -86,6 +85,21 @@ class Exporter:
         # the expunges the whole log still knows (§3.5.1, as a stateless export).
         self._return_all = log is None or options.last_common_modseq == 0
         self._log = log if log is not None else (mailbox.changes_since(0) or [])
+        self.messages = self._messages_to_export()
+
+    def _messages_to_export(self) -> dict[int, MessageInfo]:
+        """Every message, or with a usable state only those above the common UID and
+        those the log names: a stateful run reads what changed, not the mailbox."""
+        if self._return_all:
+            return {info.uid: info for info in self.mailbox.messages()}
+        above = self.options.last_common_uid
+        found = {info.uid: info for info in self.mailbox.messages(above_uid=above)}
+        for change in self._log:
+            if change.uid <= above:
+                info = self.mailbox.message(change.uid)
+                if info is not None:
+                    found[change.uid] = info
+        return found
 
     def attributes(self) -> list[MailboxAttribute]:
         """The `A` list (§5)."""

@@ -81,6 +81,30 @@ class ImportResult:
     error: str | None = None
 
 
+class LocalMessages:
+    """The local messages by UID: every one above `listed_above` given up front, older
+    ones looked up when first asked for. Expunging one here takes it out."""
+
+    def __init__(self, mailbox: Mailbox, listed: list[MessageInfo], listed_above: int) -> None:
+        self._mailbox = mailbox
+        self._listed_above = listed_above
+        self._found: dict[int, MessageInfo | None] = {info.uid: info for info in listed}
+
+    def get(self, uid: int) -> MessageInfo | None:
+        if uid not in self._found:
+            if uid <= self._listed_above:
+                self._found[uid] = self._mailbox.message(uid)
+            else:
+                return None
+        return self._found[uid]
+
+    def __contains__(self, uid: int) -> bool:
+        return self.get(uid) is not None
+
+    def __delitem__(self, uid: int) -> None:
+        self._found[uid] = None
+
+
 class Importer:
     def __init__(
         self,
@@ -98,16 +122,19 @@ class Importer:
         self.warn = warn
         status = mailbox.status()
         self.local_uid_next = status.uid_next
-        self.local = list(mailbox.messages())
-        self.local_by_uid = {info.uid: info for info in self.local}
+        self.last_common_uid = options.last_common_uid
+        self.common_found = options.last_common_uid != 0 or options.last_common_modseq != 0
+        # With the common UID known the walk starts above it, and older messages are
+        # looked up by UID as the peer names them (Dovecot's importer searches so too).
+        listed_above = self.last_common_uid if self.common_found else 0
+        self.local = list(mailbox.messages(listed_above))
+        self.local_by_uid = LocalMessages(mailbox, self.local, listed_above)
         # A saved modseq above anything this mailbox handed out is another program's
         # number (doveadm's state quotes Dovecot's index): use the whole local log.
         self.known_modseq = (
             options.last_common_modseq if options.last_common_modseq <= status.highest_modseq else 0
         )
         self.local_log = self._local_log(self.known_modseq)
-        self.last_common_uid = options.last_common_uid
-        self.common_found = options.last_common_uid != 0 or options.last_common_modseq != 0
         self.cursor = self._cursor_start(self.last_common_uid)
         self.changed_uids: set[int] = set()
         self.maybe_expunge: list[int] = []

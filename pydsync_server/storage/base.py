@@ -232,8 +232,14 @@ class Mailbox(ABC):
     def status(self) -> MailboxStatus: ...
 
     @abstractmethod
-    def messages(self) -> Sequence[MessageInfo]:
-        """Existing messages, ascending by UID."""
+    def messages(self, above_uid: int = 0) -> Sequence[MessageInfo]:
+        """Existing messages with a UID above `above_uid`, ascending by UID."""
+
+    def message(self, uid: int) -> MessageInfo | None:
+        """One existing message, None when there is none. A stateful sync looks up the
+        few messages its peer changed, rather than listing the mailbox."""
+        found = self.messages(above_uid=uid - 1)
+        return found[0] if found and found[0].uid == uid else None
 
     @abstractmethod
     def changes_since(self, modseq: int) -> list[MessageChange] | None:

@@ -158,16 +158,54 @@ def reading_copy(state: FolderState) -> FolderState:
     return replace(state, keywords=state.keywords.copy())
 
 
+def written_state(state: FolderState, plan: SyncPlan, uidlist: Uidlist, raw: bytes) -> FolderState:
+    """`state` after `plan` was written: `uidlist` (whose file now holds `raw`) and
+    the plan's tracker; the message files are as they were."""
+    return replace(state, uidlist=uidlist, uidlist_raw=raw, tracker=plan.tracker)
+
+
+# (inode, size, mtime ns) of a text file; zeros = missing. Every writer of these files
+# either appends (a new size) or replaces the file by a rename (a new inode).
+TextKey = tuple[int, int, int]
+
+
+def text_keys(paths: FolderPaths) -> tuple[TextKey, ...]:
+    files = [paths.uidlist, paths.keywords, paths.sidecar]
+    if paths.attribute_dict is not None:
+        files.append(paths.attribute_dict)
+    keys = []
+    for path in files:
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            keys.append((0, 0, 0))
+            continue
+        keys.append((st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(keys)
+
+
+def rekeyed_after_write(paths: FolderPaths, before: tuple[TextKey, ...]) -> tuple[TextKey, ...]:
+    """The keys after our own writes under the uidlist lock: the files only writers
+    holding that lock touch read anew, the attribute dict (written under its own lock)
+    kept as it was when its values were read."""
+    return text_keys(paths)[:_OWN_FILES] + before[_OWN_FILES:]
+
+
+_OWN_FILES = 3
+
+
 @dataclass
 class FolderView:
-    """A folder as one scan saw it: the stamp taken before, the plan, and the state
-    read (None when the scan wrote, so the state no longer matches the files).
-    `persisted`: a summary of it is on disk."""
+    """A folder as one scan saw it: the stamp taken before, and the plan. `state` is
+    the folder as the plan leaves it on disk, valid while its text files show `keys`
+    and its directories list `state.files` (None: not known). `persisted`: a summary
+    of it is on disk."""
 
     paths: FolderPaths
     stamp: FolderStamp
     plan: SyncPlan
     state: FolderState | None = None
+    keys: tuple[TextKey, ...] = ()
     persisted: bool = False
 
 
@@ -205,6 +243,14 @@ class SyncPlan:
     @property
     def needs_write(self) -> bool:
         return self.write_uidlist or self.write_keywords or self.write_tracker
+
+    def copy(self) -> SyncPlan:
+        """A copy a commit may change (it edits the uidlist and the tracker in place)."""
+        return replace(
+            self, uidlist=self.uidlist.copy(), messages=dict(self.messages),
+            tracker=self.tracker.copy(), new_uids=list(self.new_uids),
+            attributes=dict(self.attributes),
+        )  # fmt: skip
 
 
 def message_keywords(info: FileInfo, keywords: KeywordMap) -> frozenset[str]:
@@ -273,7 +319,7 @@ def _plan_tracker(
     for uid, msg in messages.items():
         kws = msg.keywords
         snap = old.msgs.get(uid) if old is not None else None
-        if snap is not None:
+        if snap is not None and snap.keywords and not snap.keywords <= kws:
             # keywords beyond the 26 letters live only in the tracker (like Dovecot's index)
             kws = kws | {k for k in snap.keywords if k.casefold() not in lettered}
             msg.keywords = kws
@@ -332,10 +378,10 @@ def uidlist_for_rewrite(uidlist: Uidlist, live_uids: set[int]) -> Uidlist:
 
 def write_uidlist(
     paths: FolderPaths, old: Uidlist | None, old_raw: bytes | None, new: Uidlist, live: set[int]
-) -> None:
+) -> tuple[Uidlist, bytes]:
     """Append the new records when `new` only extends `old`, else rewrite the file
     without the lines of vanished files (dovecot-uidlist.tmp + fsync + rename).
-    A failed append is truncated away."""
+    A failed append is truncated away. Returns the uidlist now on disk, and its bytes."""
     if (
         old is None
         or old_raw is None
@@ -346,18 +392,20 @@ def write_uidlist(
         or new.records[: len(old.records)] != old.records
     ):
         tmp = paths.uidlist.with_name(UIDLIST + ".tmp")
-        write_synced(tmp, uidlist_for_rewrite(new, live).serialize())
+        written = uidlist_for_rewrite(new, live)
+        raw = written.serialize()
+        write_synced(tmp, raw)
         try:
             os.replace(tmp, paths.uidlist)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        return
+        return written, raw
     data = "".join(rec.line() for rec in new.records[len(old.records) :]).encode(
         "utf-8", "surrogateescape"
     )
     if not data:
-        return
+        return new, old_raw
     fd = os.open(paths.uidlist, os.O_WRONLY | os.O_APPEND, FILE_MODE)
     try:
         size = os.fstat(fd).st_size
@@ -369,6 +417,7 @@ def write_uidlist(
             raise
     finally:
         os.close(fd)
+    return new, old_raw + data
 
 
 def write_tracker(paths: FolderPaths, tracker: ChangeTracker) -> None:

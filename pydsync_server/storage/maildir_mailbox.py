@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -27,11 +28,15 @@ from .maildir_folder import (
     SyncPlan,
     plan_sync,
     read_folder,
+    TextKey,
     reading_copy,
+    rekeyed_after_write,
     scan_messages,
+    text_keys,
     write_keywords,
     write_tracker,
     write_uidlist,
+    written_state,
 )
 from .maildir_summary import FolderStamp, Summary
 from .maildir_uidlist import size_from_base
@@ -56,7 +61,8 @@ class MaildirMailbox(Mailbox):
         self._plan: SyncPlan | None = None
         self._summary: Summary | None = None  # stands in for the plan until one is needed
         self._stamp: FolderStamp | None = None  # the disk as the view shows it
-        self._state: FolderState | None = None  # what the view's scan read, if reusable
+        self._state: FolderState | None = None  # the folder as the plan left it, if known
+        self._keys: tuple[TextKey, ...] = ()  # its text files then
         self._infos: list[MessageInfo] | None = None
         self._vsizes: dict[str, int] = {}
         self._open()
@@ -106,26 +112,30 @@ class MaildirMailbox(Mailbox):
 
     def _adopt(self, view: FolderView) -> None:
         self.set_plan(view.plan)
-        self._stamp, self._state = view.stamp, view.state
+        self._stamp, self._state, self._keys = view.stamp, view.state, view.keys
 
     def _still(self, stamp: FolderStamp) -> bool:
-        """The folder is provably as it was when `stamp` was taken (see reusable_state)."""
+        """The folder is provably as it was when `stamp` was taken."""
         return stamp.settled and stamp.same_disk(self.take_stamp())
 
-    def reusable_state(self) -> FolderState | None:
-        """What the view's scan read, when the folder provably did not change since:
-        the stamp is unchanged and was settled (no change hidden in its timestamp tick).
-        A commit holding the lock may then skip re-reading the folder."""
-        if self._state is None or self._stamp is None or not self._still(self._stamp):
+    def current_view(self) -> tuple[FolderState, SyncPlan] | None:
+        """Copies of the view's state and plan, when the folder is exactly that state
+        (the caller holds the lock): its text files are the very ones the view wrote or
+        read, and its directories list the same files. A commit then need not re-read
+        and re-plan the folder; otherwise None."""
+        state, plan = self._state, self._plan
+        if state is None or plan is None or text_keys(self.paths) != self._keys:
             return None
-        return reading_copy(self._state)
+        if scan_messages(self.paths.mail) != state.files:
+            return None
+        return reading_copy(state), plan.copy()
 
     def _scan(self, stamp: FolderStamp) -> None:
-        """Sync the folder (taking `stamp` first); remember the view unless we wrote."""
+        """Sync the folder (taking `stamp` first) and remember the view."""
         try:
             self._ensure_subdirs()
-            state: FolderState | None = read_folder(self.paths)
-            assert state is not None
+            keys = text_keys(self.paths)  # before the read: a later write shows
+            state = read_folder(self.paths)
             plan = work = None
             if state.uidlist is not None and state.uidlist.guid is not None:
                 work = reading_copy(state)
@@ -133,25 +143,37 @@ class MaildirMailbox(Mailbox):
             if plan is None or work is None or plan.needs_write:
                 with self.locked():
                     if plan is None or work is None or not self._still(stamp):
+                        keys = text_keys(self.paths)
                         work = state = read_folder(self.paths)
                         plan = plan_sync(state, self.ctx)
-                    self.apply_plan(work, plan)
+                    state = self.apply_plan(work, plan)
                     if plan.needs_write:
                         # our own writes moved the stamp; a stamp this fresh is
                         # never settled, so it serves this run only
-                        stamp, state = self.take_stamp(), None
+                        stamp = self.take_stamp()
+                        keys = rekeyed_after_write(self.paths, keys)
         except OSError as exc:
             raise storage_error(exc, f"syncing mailbox {self.vname}") from exc
-        view = FolderView(self.paths, stamp, plan, state, persisted=stamp.settled)
+        view = FolderView(self.paths, stamp, plan, state, keys, persisted=stamp.settled)
         self._adopt(view)
         self.ctx.views[self.paths.mail] = view
         if stamp.settled:
             summary_of(plan, stamp).save(self.paths.summary)
 
-    def adopt_view(self, stamp: FolderStamp, plan: SyncPlan) -> None:
-        """A transaction's picture of the folder after its commit, taken at `stamp`:
-        the next refresh (or open) uses it instead of a rescan."""
-        self.ctx.views[self.paths.mail] = FolderView(self.paths, stamp, plan)
+    def adopt_view(
+        self, stamp: FolderStamp, plan: SyncPlan, state: FolderState, keys: tuple[TextKey, ...]
+    ) -> None:
+        """A transaction's picture of the folder after its commit, taken at `stamp`
+        (`state` with its text `keys`): the next refresh (or open) uses it instead of
+        a rescan."""
+        self.ctx.views[self.paths.mail] = FolderView(self.paths, stamp, plan, state, keys)
+
+    def text_keys(self) -> tuple[TextKey, ...]:
+        return text_keys(self.paths)
+
+    def view_keys(self) -> tuple[TextKey, ...]:
+        """The text keys of the state `current_view` returned."""
+        return self._keys
 
     def _ensure_subdirs(self) -> None:
         """Missing cur/new/tmp are re-created on open, as Dovecot does."""
@@ -162,18 +184,21 @@ class MaildirMailbox(Mailbox):
             if not path.is_dir():
                 os.makedirs(path, mode=0o700, exist_ok=True)
 
-    def apply_plan(self, state: FolderState, plan: SyncPlan) -> None:
-        """Write what a plan changed (caller holds the lock)."""
+    def apply_plan(self, state: FolderState, plan: SyncPlan) -> FolderState:
+        """Write what a plan changed (caller holds the lock): the folder as it is now."""
         if plan.write_keywords:
             write_keywords(self.paths, state.keywords)
         if plan.write_uidlist:
-            write_uidlist(
+            uidlist, raw = write_uidlist(
                 self.paths, state.uidlist, state.uidlist_raw, plan.uidlist, set(plan.messages)
             )
             fsync_dir(self.paths.control)
+            state = written_state(state, plan, uidlist, raw)
         if plan.write_tracker:
             makedirs(self.paths.index)
             write_tracker(self.paths, plan.tracker)
+            state = replace(state, tracker=plan.tracker)
+        return state
 
     def set_plan(self, plan: SyncPlan) -> None:
         self._plan = plan
@@ -194,15 +219,22 @@ class MaildirMailbox(Mailbox):
             return self._summary.status
         return status_of(self.plan)
 
-    def messages(self) -> Sequence[MessageInfo]:
-        if self._infos is None:
-            infos = []
-            for uid in sorted(self.plan.messages):
-                info = self._info(self.plan.messages[uid])
-                if info is not None:
-                    infos.append(info)
+    def messages(self, above_uid: int = 0) -> Sequence[MessageInfo]:
+        if self._infos is not None:
+            return [info for info in self._infos if info.uid > above_uid]
+        found = self.plan.messages
+        infos = []
+        for uid in sorted(uid for uid in found if uid > above_uid):
+            info = self._info(found[uid])
+            if info is not None:
+                infos.append(info)
+        if not above_uid:
             self._infos = infos
-        return list(self._infos)
+        return list(infos)
+
+    def message(self, uid: int) -> MessageInfo | None:
+        msg = self.plan.messages.get(uid)
+        return self._info(msg) if msg is not None else None
 
     def _info(self, msg: Message) -> MessageInfo | None:
         snap = self.plan.tracker.msgs.get(msg.uid)

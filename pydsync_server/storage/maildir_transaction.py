@@ -25,8 +25,11 @@ from .maildir_files import FILE_MODE, fsync_dir, storage_error, write_all, write
 from .maildir_folder import (
     FolderState,
     Message,
+    TextKey,
     plan_sync,
     read_folder,
+    reading_copy,
+    rekeyed_after_write,
     write_keywords,
     write_uidlist,
 )
@@ -168,10 +171,16 @@ class MaildirTransaction(RecordingTransaction[_Save]):
         paths = self._box.paths
         if not (paths.mail / "cur").is_dir():
             raise MailboxNotFoundError(f"Mailbox was deleted: {self._box.vname}")
-        state = self._box.reusable_state() or read_folder(paths)
-        uid_map = self._map_new_uids(state.uidlist.next_uid if state.uidlist else 1)
-        first_free = max(uid_map.values()) + 1 if uid_map else 0
-        plan = plan_sync(state, self._box.ctx, first_free_uid=first_free)
+        current = self._box.current_view()
+        if current is not None:
+            (state, plan), keys = current, self._box.view_keys()
+            uid_map = self._map_new_uids(plan.uidlist.next_uid)
+        else:
+            keys = self._box.text_keys()  # before the read: a later write shows
+            state = read_folder(paths)
+            uid_map = self._map_new_uids(state.uidlist.next_uid if state.uidlist else 1)
+            first_free = max(uid_map.values()) + 1 if uid_map else 0
+            plan = plan_sync(state, self._box.ctx, first_free_uid=first_free)
         uidlist, tracker = plan.uidlist, plan.tracker
         old_guid, modseq = uidlist.guid, tracker.next_modseq()
         assert old_guid is not None
@@ -190,7 +199,9 @@ class MaildirTransaction(RecordingTransaction[_Save]):
             undo_attributes = self._write_attributes(old_guid, tracker, modseq)
             os.makedirs(paths.index, mode=0o700, exist_ok=True)
             write_synced(sidecar_tmp, tracker.serialize())
-            write_uidlist(paths, state.uidlist, state.uidlist_raw, uidlist, set(work))
+            uidlist, raw = write_uidlist(
+                paths, state.uidlist, state.uidlist_raw, uidlist, set(work)
+            )
         except BaseException:
             journal.undo()
             if undo_attributes is not None:
@@ -203,11 +214,11 @@ class MaildirTransaction(RecordingTransaction[_Save]):
             fsync_dir(paths.index)
         for path in trash:
             path.unlink(missing_ok=True)
-        self._hand_over_view(state, uidlist, tracker, work)
+        self._hand_over_view(state, uidlist, raw, tracker, work, keys)
 
     def _hand_over_view(
-        self, before: FolderState, uidlist: Uidlist, tracker: ChangeTracker,
-        work: dict[int, _Work],
+        self, before: FolderState, uidlist: Uidlist, raw: bytes, tracker: ChangeTracker,
+        work: dict[int, _Work], keys: tuple[TextKey, ...],
     ) -> None:  # fmt: skip
         """Give the mailbox the folder as this commit left it, so that its next refresh
         need not rescan: the files read before, with this commit's renames."""
@@ -221,11 +232,14 @@ class MaildirTransaction(RecordingTransaction[_Save]):
         paths = self._box.paths
         attrs = before.attribute_entries
         if self.ops.attributes or self.ops.guid is not None:
+            keys = self._box.text_keys()  # before the read, as ever
             attrs = AttributeDict(paths.attribute_dict, "").read() if paths.attribute_dict else {}
-        after = FolderState(uidlist, None, before.keywords, files, tracker, attrs, before.mail_dir)
-        plan = plan_sync(after, self._box.ctx)
+        else:
+            keys = rekeyed_after_write(paths, keys)
+        after = FolderState(uidlist, raw, before.keywords, files, tracker, attrs, before.mail_dir)
+        plan = plan_sync(reading_copy(after), self._box.ctx)
         if not plan.needs_write:  # else something moved under us: leave it to a rescan
-            self._box.adopt_view(stamp, plan)
+            self._box.adopt_view(stamp, plan, after, keys)
 
     def _map_new_uids(self, next_uid: int) -> dict[int, int]:
         """Wanted new UID -> UID obtained. A UID another writer took meanwhile (a

@@ -6,6 +6,7 @@ a file Dovecot would call corrupted is reported as None so the caller never buil
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -244,6 +245,9 @@ def split_name(filename: str) -> tuple[str, str | None]:
     return base, filename.rsplit(MAILDIR_INFO_SEP, 1)[1]
 
 
+# A folder's files share a handful of flag strings: parse each once (FileInfo is
+# immutable, so the parsed value can be shared).
+@functools.lru_cache(maxsize=1024)
 def parse_info(info: str | None) -> FileInfo:
     if info is None or not info.startswith("2,"):
         return FileInfo(0, frozenset(), "", "")

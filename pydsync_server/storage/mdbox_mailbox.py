@@ -181,12 +181,18 @@ class MdboxMailbox(Mailbox):
             return None
         return self.map_view.records.get(map_uid)
 
-    def messages(self) -> Sequence[MessageInfo]:
-        if self._infos is None:
-            self._infos = [
-                self._info(self.state.messages[uid]) for uid in sorted(self.state.messages)
-            ]
-        return self._infos
+    def messages(self, above_uid: int = 0) -> Sequence[MessageInfo]:
+        if self._infos is not None:
+            return [info for info in self._infos if info.uid > above_uid]
+        found = self.state.messages
+        infos = [self._info(found[uid]) for uid in sorted(uid for uid in found if uid > above_uid)]
+        if not above_uid:
+            self._infos = infos
+        return list(infos)
+
+    def message(self, uid: int) -> MessageInfo | None:
+        msg = self.state.messages.get(uid)
+        return self._info(msg) if msg is not None else None
 
     def _info(self, msg: MessageRecord) -> MessageInfo:
         """One message as dsync sees it; a message whose data can't be read keeps its

@@ -114,8 +114,12 @@ class MemoryMailbox(Mailbox):
             highest_modseq=view.highest_modseq,
         )
 
-    def messages(self) -> Sequence[MessageInfo]:
-        return list(self._infos)
+    def messages(self, above_uid: int = 0) -> Sequence[MessageInfo]:
+        return [info for info in self._infos if info.uid > above_uid]
+
+    def message(self, uid: int) -> MessageInfo | None:
+        msg = self._view.messages.get(uid)
+        return msg.info if msg is not None else None
 
     def changes_since(self, modseq: int) -> list[MessageChange] | None:
         # None: older than the log, or a modseq this mailbox never handed out.

@@ -182,8 +182,11 @@ class ObservedMailbox(Mailbox):
     def status(self) -> MailboxStatus:
         return self._inner.status()
 
-    def messages(self) -> Sequence[MessageInfo]:
-        return self._inner.messages()
+    def messages(self, above_uid: int = 0) -> Sequence[MessageInfo]:
+        return self._inner.messages(above_uid)
+
+    def message(self, uid: int) -> MessageInfo | None:
+        return self._inner.message(uid)
 
     def changes_since(self, modseq: int) -> list[MessageChange] | None:
         return self._inner.changes_since(modseq)

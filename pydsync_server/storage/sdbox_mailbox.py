@@ -177,31 +177,37 @@ class SdboxMailbox(Mailbox):
         self._infos[uid] = info
         return info
 
-    def messages(self) -> Sequence[MessageInfo]:
-        if self._messages is None:
-            st = self.view.state
-            found = []
-            for msg in sorted(st.messages.values(), key=lambda m: m.uid):
-                info = self.file_info(msg.uid)
-                if info is None:
-                    continue
-                found.append(
-                    MessageInfo(
-                        uid=msg.uid,
-                        guid=info.guid,
-                        flags=msg.flags & SYSTEM_FLAGS,
-                        keywords=msg.keywords,
-                        modseq=st.message_modseq(msg),
-                        received_date=info.received_date,
-                        saved_date=info.saved_date,
-                        virtual_size=self._vsize(msg.uid, info),
-                        physical_size=info.physical_size,
-                        pop3_uidl=info.pop3_uidl,
-                        pop3_order=info.pop3_order,
-                    )
-                )
+    def messages(self, above_uid: int = 0) -> Sequence[MessageInfo]:
+        if self._messages is not None:
+            return [info for info in self._messages if info.uid > above_uid]
+        found = []
+        for uid in sorted(uid for uid in self.view.state.messages if uid > above_uid):
+            info = self.message(uid)
+            if info is not None:
+                found.append(info)
+        if not above_uid:
             self._messages = found
-        return list(self._messages)
+        return list(found)
+
+    def message(self, uid: int) -> MessageInfo | None:
+        st = self.view.state
+        msg = st.messages.get(uid)
+        info = self.file_info(uid) if msg is not None else None
+        if msg is None or info is None:
+            return None
+        return MessageInfo(
+            uid=msg.uid,
+            guid=info.guid,
+            flags=msg.flags & SYSTEM_FLAGS,
+            keywords=msg.keywords,
+            modseq=st.message_modseq(msg),
+            received_date=info.received_date,
+            saved_date=info.saved_date,
+            virtual_size=self._vsize(msg.uid, info),
+            physical_size=info.physical_size,
+            pop3_uidl=info.pop3_uidl,
+            pop3_order=info.pop3_order,
+        )
 
     def _vsize(self, uid: int, info: FileInfo) -> int:
         if info.virtual_size is not None:
