@@ -20,15 +20,15 @@ from typing import TYPE_CHECKING
 from .. import _native
 from ..errors import MailboxNotFoundError, MailError, StorageError
 from .base import NewMessage
-from .maildir_attributes import AttributeDict
+from .maildir_attributes import AttributeDict, mailbox_values
 from .maildir_files import FILE_MODE, fsync_dir, storage_error, write_all, write_synced
 from .maildir_folder import (
     FolderState,
     Message,
+    SyncPlan,
     TextKey,
     plan_sync,
     read_folder,
-    reading_copy,
     rekeyed_after_write,
     write_keywords,
     write_uidlist,
@@ -41,6 +41,7 @@ from .maildir_uidlist import (
     Uidlist,
     UidlistRecord,
     build_filename,
+    parse_info,
     split_name,
     usable_base,
     valid_guid_text,
@@ -77,6 +78,7 @@ class _Work:
     saved_date: int = 0
     received_date: int = 0
     final_name: str = ""  # the file name after the commit, when renamed
+    shown: Message | None = None  # the folder's message it started from (its UID then)
     touched: bool = False  # flags, keywords or name change
     added: bool = False  # saved or moved here by this commit
     trash: bool = False  # expunged by this commit
@@ -237,9 +239,11 @@ class MaildirTransaction(RecordingTransaction[_Save]):
         else:
             keys = rekeyed_after_write(paths, keys)
         after = FolderState(uidlist, raw, before.keywords, files, tracker, attrs, before.mail_dir)
-        plan = plan_sync(reading_copy(after), self._box.ctx)
-        if not plan.needs_write:  # else something moved under us: leave it to a rescan
-            self._box.adopt_view(stamp, plan, after, keys)
+        plan = SyncPlan(
+            uidlist.copy(), _messages_after(work), tracker.copy(),
+            attributes=mailbox_values(attrs, tracker.mailbox_guid),
+        )  # fmt: skip
+        self._box.adopt_view(stamp, plan, after, keys)
 
     def _map_new_uids(self, next_uid: int) -> dict[int, int]:
         """Wanted new UID -> UID obtained. A UID another writer took meanwhile (a
@@ -270,6 +274,7 @@ class MaildirTransaction(RecordingTransaction[_Save]):
                 modseq=snap.modseq if snap is not None else 0,
                 saved_date=snap.saved_date if snap is not None else 0,
                 received_date=snap.received_date if snap is not None else 0,
+                shown=msg,
             )  # fmt: skip
         for old_uid, new_uid in sorted(self.ops.moves.items()):
             if old_uid in work:
@@ -427,6 +432,23 @@ class MaildirTransaction(RecordingTransaction[_Save]):
         for key, (value, last_change) in self.ops.attributes.items():
             tracker.set_attribute(key, value, last_change, modseq)
         return undo
+
+
+def _messages_after(work: dict[int, _Work]) -> dict[int, Message]:
+    """The folder's messages as the commit left them: what a rescan would show, since
+    the commit holds the lock and renamed only the files it changed."""
+    messages: dict[int, Message] = {}
+    for uid, item in work.items():
+        if item.trash:
+            continue
+        if not item.touched and item.shown is not None and item.shown.uid == uid:
+            messages[uid] = item.shown
+            continue
+        info = parse_info(split_name(item.final_name)[1])
+        messages[uid] = Message(
+            uid, item.record, item.subdir, item.final_name, info, info.flags, item.keywords
+        )
+    return messages
 
 
 def _quietly(undo: Callable[[], None]) -> None:
