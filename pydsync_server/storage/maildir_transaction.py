@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -186,7 +186,8 @@ class MaildirTransaction(RecordingTransaction[_Save]):
         uidlist, tracker = plan.uidlist, plan.tracker
         old_guid, modseq = uidlist.guid, tracker.next_modseq()
         assert old_guid is not None
-        work = self._build_work(plan.messages, state, tracker, uid_map, modseq)
+        changes = self._build_work(plan.messages, state, tracker, uid_map, modseq)
+        work = changes.items
         journal = _Journal()
         sidecar_tmp = paths.sidecar.with_name(paths.sidecar.name + ".tmp")
         undo_attributes: Callable[[], None] | None = None
@@ -197,13 +198,14 @@ class MaildirTransaction(RecordingTransaction[_Save]):
             trash = self._rename_all(work, letters, journal)
             for directory in journal.dirs:
                 fsync_dir(directory)
-            self._finish(uidlist, tracker, work)
+            self._finish(uidlist, tracker, changes)
             undo_attributes = self._write_attributes(old_guid, tracker, modseq)
             os.makedirs(paths.index, mode=0o700, exist_ok=True)
             write_synced(sidecar_tmp, tracker.serialize())
             uidlist, raw = write_uidlist(
-                paths, state.uidlist, state.uidlist_raw, uidlist, set(work)
-            )
+                paths, state.uidlist, state.uidlist_raw, uidlist,
+                {rec.uid for rec in uidlist.records},
+            )  # fmt: skip
         except BaseException:
             journal.undo()
             if undo_attributes is not None:
@@ -216,17 +218,17 @@ class MaildirTransaction(RecordingTransaction[_Save]):
             fsync_dir(paths.index)
         for path in trash:
             path.unlink(missing_ok=True)
-        self._hand_over_view(state, uidlist, raw, tracker, work, keys)
+        self._hand_over_view(state, uidlist, raw, tracker, changes, keys)
 
     def _hand_over_view(
         self, before: FolderState, uidlist: Uidlist, raw: bytes, tracker: ChangeTracker,
-        work: dict[int, _Work], keys: tuple[TextKey, ...],
+        changes: _Changes, keys: tuple[TextKey, ...],
     ) -> None:  # fmt: skip
         """Give the mailbox the folder as this commit left it, so that its next refresh
         need not rescan: the files read before, with this commit's renames."""
         stamp = self._box.take_stamp()  # still under the lock: our writes are in it
         files = dict(before.files)
-        for item in work.values():
+        for item in changes.items.values():
             if item.trash or item.touched:
                 files.pop(split_name(os.path.basename(item.src))[0], None)
             if item.touched and not item.trash:
@@ -240,7 +242,7 @@ class MaildirTransaction(RecordingTransaction[_Save]):
             keys = rekeyed_after_write(paths, keys)
         after = FolderState(uidlist, raw, before.keywords, files, tracker, attrs, before.mail_dir)
         plan = SyncPlan(
-            uidlist.copy(), _messages_after(work), tracker.copy(),
+            uidlist.copy(), changes.messages_after(), tracker.copy(),
             attributes=mailbox_values(attrs, tracker.mailbox_guid),
         )  # fmt: skip
         self._box.adopt_view(stamp, plan, after, keys)
@@ -262,26 +264,17 @@ class MaildirTransaction(RecordingTransaction[_Save]):
         tracker: ChangeTracker,
         uid_map: dict[int, int],
         modseq: int,
-    ) -> dict[int, _Work]:
-        """The folder as it will be after this transaction; `modseq` is its changes'."""
-        mail = self._box.paths.mail
-        work: dict[int, _Work] = {}
-        for uid, msg in messages.items():
-            snap = tracker.msgs.get(uid)
-            work[uid] = _Work(
-                msg.record, msg.subdir, f"{mail}/{msg.subdir}/{msg.filename}", msg.info,
-                msg.flags, msg.keywords, msg.guid,
-                modseq=snap.modseq if snap is not None else 0,
-                saved_date=snap.saved_date if snap is not None else 0,
-                received_date=snap.received_date if snap is not None else 0,
-                shown=msg,
-            )  # fmt: skip
+    ) -> _Changes:
+        """The messages this transaction changes, as they will be after it; `modseq` is
+        its changes'."""
+        changes = _Changes(messages, tracker, self._box.paths.mail)
+        work = changes.items
         for old_uid, new_uid in sorted(self.ops.moves.items()):
-            if old_uid in work:
-                self._move(work, old_uid, uid_map[new_uid], modseq, tracker)
+            if changes.get(old_uid) is not None:
+                self._move(changes, old_uid, uid_map[new_uid], modseq, tracker)
         self._add_saves(work, state, modseq, uid_map)
         for op in self.ops.flag_ops:
-            item = work.get(uid_map.get(op.uid, op.uid))
+            item = changes.get(uid_map.get(op.uid, op.uid))
             if item is None:
                 continue  # expunged meanwhile: nothing to do, like Dovecot
             flags = ((item.flags | op.add) & ~op.remove) & ALL_FLAGS
@@ -295,19 +288,20 @@ class MaildirTransaction(RecordingTransaction[_Save]):
                 item.raised_modseq = max(item.raised_modseq, op.min_modseq)
         for wanted in self.ops.expunges:
             uid = uid_map.get(wanted, wanted)
-            item = work.get(uid)
+            item = changes.get(uid)
             if item is not None and not item.trash:
                 item.trash = True
                 tracker.expunged(uid, modseq, dsync=True, guid=item.guid)
-        return work
+        return changes
 
     def _move(
-        self, work: dict[int, _Work], old_uid: int, new_uid: int, modseq: int,
+        self, changes: _Changes, old_uid: int, new_uid: int, modseq: int,
         tracker: ChangeTracker,
     ) -> None:  # fmt: skip
         """A new UID needs a new base name (Dovecot would see the old base as the old
         UID); the GUID is kept in the `G` key. The old UID is expunged."""
-        item = work.pop(old_uid)
+        item = changes.items.pop(old_uid)
+        changes.gone.add(old_uid)
         base = item.record.base
         extras = base[base.index(",S=") :] if ",S=" in base else f",S={os.stat(item.src).st_size}"
         ext = dict(item.record.ext)
@@ -315,7 +309,7 @@ class MaildirTransaction(RecordingTransaction[_Save]):
         item.record = UidlistRecord(new_uid, self._box.ctx.unique_name() + extras, ext)
         item.touched, item.added, item.modseq = True, True, modseq
         tracker.expunged(old_uid, modseq, dsync=True)
-        work[new_uid] = item
+        changes.items[new_uid] = item
 
     def _add_saves(
         self, work: dict[int, _Work], state: FolderState, modseq: int, uid_map: dict[int, int]
@@ -385,10 +379,11 @@ class MaildirTransaction(RecordingTransaction[_Save]):
                 item.final_name = name
         return trash
 
-    def _finish(self, uidlist: Uidlist, tracker: ChangeTracker, work: dict[int, _Work]) -> None:
+    def _finish(self, uidlist: Uidlist, tracker: ChangeTracker, changes: _Changes) -> None:
         """The uidlist and tracker after the commit."""
         next_uid = uidlist.next_uid
-        uidlist.records = sorted((w.record for w in work.values() if not w.trash), key=_uid_of)
+        work = changes.items
+        uidlist.records = changes.records_after()
         # N must never go down, even when the highest UIDs were expunged
         uidlist.hdr_next_uid = max(
             uidlist.hdr_next_uid, self.ops.uid_next,
@@ -434,21 +429,65 @@ class MaildirTransaction(RecordingTransaction[_Save]):
         return undo
 
 
-def _messages_after(work: dict[int, _Work]) -> dict[int, Message]:
-    """The folder's messages as the commit left them: what a rescan would show, since
-    the commit holds the lock and renamed only the files it changed."""
-    messages: dict[int, Message] = {}
-    for uid, item in work.items():
-        if item.trash:
-            continue
-        if not item.touched and item.shown is not None and item.shown.uid == uid:
-            messages[uid] = item.shown
-            continue
-        info = parse_info(split_name(item.final_name)[1])
-        messages[uid] = Message(
-            uid, item.record, item.subdir, item.final_name, info, info.flags, item.keywords
-        )
-    return messages
+class _Changes:
+    """The messages a commit changes (`items`, by UID after the commit), made from the
+    folder's `messages` when first asked for; the others stay as they are. `gone`:
+    UIDs moved away."""
+
+    def __init__(self, messages: dict[int, Message], tracker: ChangeTracker, mail: Path) -> None:
+        self.messages = messages
+        self.items: dict[int, _Work] = {}
+        self.gone: set[int] = set()
+        self._tracker = tracker
+        self._mail = mail
+
+    def get(self, uid: int) -> _Work | None:
+        """The message at `uid` as this commit has it so far; None if there is none."""
+        item = self.items.get(uid)
+        if item is not None or uid in self.gone:
+            return item
+        msg = self.messages.get(uid)
+        if msg is None:
+            return None
+        snap = self._tracker.msgs.get(uid)
+        item = self.items[uid] = _Work(
+            msg.record, msg.subdir, f"{self._mail}/{msg.subdir}/{msg.filename}", msg.info,
+            msg.flags, msg.keywords, msg.guid,
+            modseq=snap.modseq if snap is not None else 0,
+            saved_date=snap.saved_date if snap is not None else 0,
+            received_date=snap.received_date if snap is not None else 0,
+            shown=msg,
+        )  # fmt: skip
+        return item
+
+    def _kept(self) -> Iterator[Message]:
+        """The folder's messages this commit leaves alone."""
+        for uid, msg in self.messages.items():
+            if uid not in self.items and uid not in self.gone:
+                yield msg
+
+    def records_after(self) -> list[UidlistRecord]:
+        """The uidlist's records after the commit: one per live message, by UID."""
+        records = [msg.record for msg in self._kept()]
+        records.extend(item.record for item in self.items.values() if not item.trash)
+        records.sort(key=_uid_of)
+        return records
+
+    def messages_after(self) -> dict[int, Message]:
+        """The folder's messages as the commit left them: what a rescan would show,
+        since the commit holds the lock and renamed only the files it changed."""
+        after = {msg.uid: msg for msg in self._kept()}
+        for uid, item in self.items.items():
+            if item.trash:
+                continue
+            if not item.touched and item.shown is not None and item.shown.uid == uid:
+                after[uid] = item.shown
+                continue
+            info = parse_info(split_name(item.final_name)[1])
+            after[uid] = Message(
+                uid, item.record, item.subdir, item.final_name, info, info.flags, item.keywords
+            )
+        return dict(sorted(after.items()))
 
 
 def _quietly(undo: Callable[[], None]) -> None:
