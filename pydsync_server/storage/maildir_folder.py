@@ -125,11 +125,34 @@ def scan_messages(mail_dir: Path) -> dict[str, tuple[str, str]]:
         except FileNotFoundError:
             continue
         for name in names:
-            if name.startswith((".", ":")) or "\n" in name or "\r" in name:
+            if _ignored_name(name):
                 continue
             base = split_name(name)[0]
             files.setdefault(base, (sub, name))
     return files
+
+
+def listing_matches(mail_dir: Path, files: dict[str, tuple[str, str]]) -> bool:
+    """new/ and cur/ hold exactly `files` (as scan_messages found them), apart from
+    names that are not messages. Set operations on the raw names: a check of every
+    file's name costs a listing, not a parse of each name."""
+    wanted: dict[str, set[str]] = {"cur": set(), "new": set()}
+    for sub, name in files.values():
+        wanted[sub].add(name)
+    for sub, names in wanted.items():
+        try:
+            listed = set(os.listdir(mail_dir / sub))
+        except FileNotFoundError:
+            listed = set()
+        if not names <= listed:
+            return False
+        if any(not _ignored_name(name) for name in listed - names):
+            return False
+    return True
+
+
+def _ignored_name(name: str) -> bool:
+    return name.startswith((".", ":")) or "\n" in name or "\r" in name
 
 
 def _read_bytes(path: Path) -> bytes | None:

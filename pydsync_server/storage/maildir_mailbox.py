@@ -27,6 +27,7 @@ from .maildir_folder import (
     StoreContext,
     SyncPlan,
     TextKey,
+    listing_matches,
     plan_sync,
     read_folder,
     reading_copy,
@@ -126,7 +127,7 @@ class MaildirMailbox(Mailbox):
         state, plan = self._state, self._plan
         if state is None or plan is None or text_keys(self.paths) != self._keys:
             return None
-        if scan_messages(self.paths.mail) != state.files:
+        if not listing_matches(self.paths.mail, state.files):
             return None
         return reading_copy(state), plan.copy()
 
@@ -376,7 +377,7 @@ def _unchanged_since(view: FolderView, stamp: FolderStamp) -> bool:
     if not stamp.settled or stamp.files != view.stamp.files:
         return False
     listed = {m.record.base: (m.subdir, m.filename) for m in view.plan.messages.values()}
-    return scan_messages(view.paths.mail) == listed
+    return listing_matches(view.paths.mail, listed)
 
 
 def _take_stamp(p: FolderPaths) -> FolderStamp:

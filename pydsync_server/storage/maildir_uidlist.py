@@ -136,6 +136,13 @@ _RECORD_UID = re.compile(r"([0-9]+) +")
 
 
 def _parse_record(line: str, version: int) -> UidlistRecord | None:
+    uid_text, _, rest = line.partition(" ")
+    if version == 3 and rest[:1] == ":" and uid_text.isascii() and uid_text.isdigit():
+        # the usual line, "<uid> :<base>": no extension keys to pick apart
+        uid, base = int(uid_text), rest[1:]
+        if uid == 0 or not base or "/" in base:
+            return None
+        return UidlistRecord(uid, base, {})
     match = _RECORD_UID.match(line)
     if match is None or int(match.group(1)) == 0:
         return None
