@@ -9,6 +9,7 @@ goes through the channel and the storage; the clock and the log are injected.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..errors import (
     DsyncError,
@@ -40,8 +41,6 @@ from ..storage.base import Mailbox, Storage
 from .all_mail import AllMail
 from .events import SyncObserver
 from .filters import ImportFilter
-from .hdr_hash import hash_version_for_minor
-from .mailbox_sync import Role, SyncOptions, sync_mailbox
 from .names import name_fixer
 from .settings import Log, SyncMode, SyncResult, SyncSettings
 from .state_compat import export_states, import_states
@@ -56,6 +55,12 @@ from .tree import (
 )
 from .tree_apply import apply_tree_changes
 from .tree_sync import SyncType, apply_deletions, sync_trees
+
+if TYPE_CHECKING:
+    from .mailbox_sync import MailboxOutcome, Role, SyncOptions
+
+# mailbox_sync (with the exporter and importer) is imported when a mailbox first needs
+# its sync: a run that finds nothing changed never pays for loading it (start-up time).
 
 
 @dataclass
@@ -121,6 +126,8 @@ class Session:
         return SyncType.TWOWAY
 
     def role(self) -> Role:
+        from .mailbox_sync import Role  # start-up time: see the imports
+
         return Role(
             exporter=not self.backup_recv,
             importer=not self.backup_send,
@@ -131,6 +138,9 @@ class Session:
         )
 
     def sync_options(self) -> SyncOptions:
+        from .hdr_hash import hash_version_for_minor
+        from .mailbox_sync import SyncOptions  # start-up time: see the imports
+
         return SyncOptions(
             all_mail=self.all_mail,
             hashed_headers=self.hashed_headers,
@@ -140,6 +150,22 @@ class Session:
             backup_send=self.backup_send,
             backup_recv=self.backup_recv,
         )
+
+
+def sync_mailbox(
+    channel: Channel,
+    mailbox: Mailbox,
+    local: MailboxRecord,
+    remote: MailboxRecord,
+    saved: MailboxState | None,
+    role: Role,
+    opts: SyncOptions,
+    observer: SyncObserver | None,
+) -> MailboxOutcome:
+    """mailbox_sync.sync_mailbox, loaded on first use (start-up time: see the imports)."""
+    from . import mailbox_sync
+
+    return mailbox_sync.sync_mailbox(channel, mailbox, local, remote, saved, role, opts, observer)
 
 
 def expect(channel: Channel, kind: type, what: str) -> Item:

@@ -8,8 +8,6 @@ assign new UIDs above both UIDNEXTs, then move, copy or request bodies.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -684,6 +682,9 @@ def _seekable(body: BinaryIO) -> BinaryIO:
     """A body saved under several UIDs is read several times."""
     if body.seekable():
         return body
+    import shutil  # only for an unseekable body: not paid for at start-up
+    import tempfile
+
     spool = tempfile.SpooledTemporaryFile(max_size=1 << 20)
     shutil.copyfileobj(body, spool)
     return spool  # type: ignore[return-value]
