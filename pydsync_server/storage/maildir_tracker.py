@@ -14,6 +14,7 @@ import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from itertools import repeat
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -27,7 +28,11 @@ MAX_LOG_RECORDS = 10000
 # changed then rarely show the same value, which fast mode would take as "in sync"
 # (dsync-algorithm.md §9 pitfall 22). dsync's own writes step by one, as Dovecot's.
 _FOREIGN_STEP = 1 << 16
-_FORMAT = "pydsync-changes/1"
+# /2 keeps the per-message snapshot as columns (one JSON array per field): a big
+# folder's tracker then loads and saves mostly in C. /1 (a row per message) is read.
+_FORMAT = "pydsync-changes/2"
+_FORMAT_ROWS = "pydsync-changes/1"
+_NO_KEYWORDS: frozenset[str] = frozenset()
 
 
 class MessageState(NamedTuple):
@@ -118,14 +123,12 @@ class ChangeTracker:
 
     @classmethod
     def _from_json(cls, raw: dict[str, Any]) -> ChangeTracker | None:
-        if raw.get("format") != _FORMAT:
+        if raw.get("format") == _FORMAT:
+            msgs = _snapshots_from_columns(raw["msgs"])
+        elif raw.get("format") == _FORMAT_ROWS:
+            msgs = _snapshots_from_rows(raw["msgs"])
+        else:
             return None
-        msgs = {
-            int(uid): Snapshot(
-                int(m), int(f), frozenset(map(str, kws)), str(g), int(sd), int(rd[0] if rd else 0)
-            )
-            for uid, m, f, kws, g, sd, *rd in raw["msgs"]
-        }
         log = [
             LogRecord(
                 int(m), int(uid), bool(d), bool(e),
@@ -149,10 +152,16 @@ class ChangeTracker:
         )
 
     def serialize(self) -> bytes:
-        msgs = [
-            [uid, s.modseq, s.flags, sorted(s.keywords), s.guid, s.saved_date, s.received_date]
-            for uid, s in sorted(self.msgs.items())
-        ]
+        snaps = sorted(self.msgs.items())
+        msgs = {
+            "uid": [uid for uid, _ in snaps],
+            "modseq": [s.modseq for _, s in snaps],
+            "flags": [s.flags for _, s in snaps],
+            "keywords": [sorted(s.keywords) for _, s in snaps],
+            "guid": [s.guid for _, s in snaps],
+            "saved": [s.saved_date for _, s in snaps],
+            "received": [s.received_date for _, s in snaps],
+        }
         log = [
             [r.modseq, r.uid, int(r.dsync), int(r.expunged),
              r.guid128.hex() if r.guid128 else "", r.add_flags, r.remove_flags,
@@ -334,6 +343,30 @@ class ChangeTracker:
                 continue  # an expunge ends the UID's history
             merged[rec.uid] = _merge(prev, rec)
         return [merged[uid] for uid in sorted(merged)]
+
+
+def _snapshots_from_columns(cols: dict[str, list[Any]]) -> dict[int, Snapshot]:
+    """Snapshots from format /2's columns, checked for type and length (a malformed
+    file raises ValueError or TypeError: the tracker is then treated as missing)."""
+    ints = [cols[name] for name in ("uid", "modseq", "flags", "saved", "received")]
+    guids, keywords = cols["guid"], cols["keywords"]
+    if any(set(map(type, col)) - {int} for col in ints) or set(map(type, guids)) - {str}:
+        raise ValueError("tracker column of the wrong type")
+    kw_sets = [frozenset(map(str, kws)) if kws else _NO_KEYWORDS for kws in keywords]
+    uids, modseqs, flags, saved, received = ints
+    rows = zip(modseqs, flags, kw_sets, guids, saved, received, strict=True)
+    # tuple.__new__ builds each NamedTuple in C: the columns are already checked
+    return dict(zip(uids, map(tuple.__new__, repeat(Snapshot), rows), strict=True))
+
+
+def _snapshots_from_rows(rows: list[list[Any]]) -> dict[int, Snapshot]:
+    """Snapshots from format /1 (a row per message)."""
+    return {
+        int(uid): Snapshot(
+            int(m), int(f), frozenset(map(str, kws)), str(g), int(sd), int(rd[0] if rd else 0)
+        )
+        for uid, m, f, kws, g, sd, *rd in rows
+    }
 
 
 class _LazyModseq:
