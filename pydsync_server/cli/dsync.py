@@ -24,22 +24,22 @@ from ..errors import DsyncError, MailError, StorageError, UsageError
 from ..protocol.items import SYNC_TYPE_FULL
 from ..storage.base import Storage
 from ..storage.location import MailLocation, UserEnv
-from ..storage.observed import WriteEvent
 from ..transport import DEFAULT_TIMEOUT
 from .context import Context
 from .destination import CommandDestination, LocalDestination, TcpDestination, classify
 from .hooked import PurgeWatch, purge_after, run_hooked
 from .lock import user_lock_for
 from .options import BACKUP_OPTIONS, SYNC_OPTIONS, Parsed
-from .report import LOCAL, REMOTE, UserRun
 from .sync_options import build_settings, parse_uint
 from .users import run_users, select_users, worker_count
 from .watch import Watch, observed, watched
 
 if TYPE_CHECKING:
     from ..transport.stream import ByteStream
+    from .report import UserRun
 
-# transport/ is imported where a remote peer is used: a local sync never pays for it.
+# transport/ is imported where a remote peer is used, the dry-run and report modules
+# where -v/--json/--dry-run ask for them: a plain local sync never pays for them.
 
 Log = Callable[[str], None]
 DESYNC_WARNING = "Mailbox changes caused a desync. You may want to run dsync again: "
@@ -144,7 +144,7 @@ def _sync_watched(
 
     def session() -> tuple[SyncResult, bool]:
         with ctx.storage_at(source, user.home, user_settings) as opened:
-            storage = observed(opened, run, LOCAL)
+            storage = observed(opened, run, remote=False)
             if isinstance(dest, LocalDestination):
                 result = _run_local(
                     ctx, user, storage, source, dest, settings, user_settings, run=run
@@ -203,7 +203,7 @@ def _run_local(
     """Both brains here; a `-P` purge of the destination goes through the hook."""
     _check_distinct(here, dest)
     with ctx.storage_at(dest.location, user.home, user_settings) as opened:
-        other = observed(opened, run, REMOTE)
+        other = observed(opened, run, remote=True)
         result = run_local(
             storage,
             other,
@@ -236,14 +236,16 @@ def _dry_run(
 ) -> SyncResult:
     """`--dry-run`: the sync on snapshots of both stores (dry_run.py), writes observed."""
     _check_distinct(here, dest)
+    from ..storage.observed import WriteEvent
     from .dry_run import snapshot
+    from .report import REMOTE
 
     with snapshot(here) as mine, snapshot(dest.location) as theirs:
         storage, other = ctx.open(mine), ctx.open(theirs)
         try:
             result = run_local(
-                observed(storage, run, LOCAL),
-                observed(other, run, REMOTE),
+                observed(storage, run, remote=False),
+                observed(other, run, remote=True),
                 replace(settings, purge_remote=False),
                 clock=ctx.clock,
                 log=ctx.log_for(f"dsync({user.user})"),

@@ -8,15 +8,19 @@ a dry run, else the `-s` state lines. Progress goes to standard error.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..errors import DsyncError
 from ..storage.base import Storage
 from ..storage.location import UserEnv
-from ..storage.observed import ObservedStorage
 from .context import Context
-from .dry_run import print_plan
 from .options import Parsed
-from .progress import Progress
-from .report import RunReport, UserRun
+
+if TYPE_CHECKING:
+    from .report import RunReport, UserRun
+
+# The report, progress, dry-run and observed-storage modules are imported only when
+# -v, --json or --dry-run asks for them: a plain run never pays for loading them.
 
 
 class Watch:
@@ -28,7 +32,11 @@ class Watch:
             self.json = parsed.value("json") or "-"
         self.dry_run = parsed.flag("dry_run")
         self.many_users = False  # set by run_sync for -A / -F / -u mask runs
-        self.report = RunReport(command, dry_run=self.dry_run)
+        self.report: RunReport | None = None  # only when something is watched
+        if self.active:
+            from .report import RunReport
+
+            self.report = RunReport(command, dry_run=self.dry_run)
 
     @property
     def active(self) -> bool:
@@ -42,8 +50,11 @@ class Watch:
 
     def user(self, name: str, destination: str, *, remote_observed: bool) -> UserRun | None:
         """A new watched user (None: nothing to watch)."""
-        if not self.active:
+        if self.report is None:
             return None
+        from .progress import Progress
+        from .report import UserRun
+
         progress = Progress(self.ctx.stderr, name) if self.progress else None
         run = UserRun(name, destination, remote_observed=remote_observed, progress=progress)
         self.report.add(run)
@@ -63,10 +74,12 @@ class Watch:
     def finish_user(self, run: UserRun | None) -> None:
         """A dry run's plan, unless the JSON report on standard output carries it."""
         if run is not None and self.dry_run and self.json != "-":
+            from .dry_run import print_plan
+
             print_plan(self.ctx.stdout, run.user if self.many_users else "", run.plan())
 
     def finish(self, exit_code: int) -> None:
-        if self.json is not None:
+        if self.json is not None and self.report is not None:
             self.report.write(self.json, exit_code, self.ctx.stdout)
 
 
@@ -75,6 +88,12 @@ def watched(parsed: Parsed) -> bool:
     return any(parsed.flag(dest) for dest in ("progress", "json", "dry_run"))
 
 
-def observed(storage: Storage, run: UserRun | None, side: str) -> Storage:
-    """`storage` with its writes reported to `run` (as is when nothing is watched)."""
-    return storage if run is None else ObservedStorage(storage, run.sink(side))
+def observed(storage: Storage, run: UserRun | None, *, remote: bool) -> Storage:
+    """`storage` with its writes reported to `run` as the local or the remote side's
+    (as is when nothing is watched)."""
+    if run is None:
+        return storage
+    from ..storage.observed import ObservedStorage
+    from .report import LOCAL, REMOTE
+
+    return ObservedStorage(storage, run.sink(REMOTE if remote else LOCAL))
