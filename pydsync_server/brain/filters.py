@@ -19,7 +19,7 @@ _SYSTEM_FLAGS = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: never changed or hashed; frozen doubles its start-up cost
 class ImportFilter:
     since: int = 0
     until: int = 0

@@ -21,7 +21,7 @@ class SyncMode(Enum):
     ONEWAY_REVERSE = "sync -1 -R"
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: never changed or hashed; frozen doubles its start-up cost
 class SyncSettings:
     mode: SyncMode = SyncMode.TWOWAY
     hostname: str = "localhost"

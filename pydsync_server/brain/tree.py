@@ -135,7 +135,7 @@ def _apply_mailbox_log(tree: MailboxTree, storage: Storage) -> None:
                 tree.deletions.unsubscribes.append((record.key, record.timestamp))
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: never changed or hashed; frozen doubles its start-up cost
 class MailboxFilter:
     """-m / -g / -x as tree filters (§7.2, §7.3)."""
 

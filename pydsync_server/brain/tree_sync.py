@@ -33,7 +33,7 @@ class ChangeKind(Enum):
     UNSUBSCRIBE = "unsubscribe"
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: never changed or hashed; frozen doubles its start-up cost
 class TreeChange:
     kind: ChangeKind
     name: Name
