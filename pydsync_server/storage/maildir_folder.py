@@ -402,18 +402,12 @@ def uidlist_for_rewrite(uidlist: Uidlist, live_uids: set[int]) -> Uidlist:
 def write_uidlist(
     paths: FolderPaths, old: Uidlist | None, old_raw: bytes | None, new: Uidlist, live: set[int]
 ) -> tuple[Uidlist, bytes]:
-    """Append the new records when `new` only extends `old`, else rewrite the file
-    without the lines of vanished files (dovecot-uidlist.tmp + fsync + rename).
-    A failed append is truncated away. Returns the uidlist now on disk, and its bytes."""
-    if (
-        old is None
-        or old_raw is None
-        or old.version != 3
-        or not old_raw.endswith(b"\n")
-        or (old.uid_validity, old.hdr_next_uid, old.guid, old.hdr_extra)
-        != (new.uid_validity, new.hdr_next_uid, new.guid, new.hdr_extra)
-        or new.records[: len(old.records)] != old.records
-    ):
+    """Append the new records when the file can stay (see _records_to_append), else
+    rewrite it without the lines of vanished files (dovecot-uidlist.tmp + fsync +
+    rename). A failed append is truncated away. Returns the uidlist now on disk, and
+    its bytes."""
+    tail = _records_to_append(old, old_raw, new, live)
+    if tail is None:
         tmp = paths.uidlist.with_name(UIDLIST + ".tmp")
         written = uidlist_for_rewrite(new, live)
         raw = written.serialize()
@@ -424,11 +418,11 @@ def write_uidlist(
             tmp.unlink(missing_ok=True)
             raise
         return written, raw
-    data = "".join(rec.line() for rec in new.records[len(old.records) :]).encode(
-        "utf-8", "surrogateescape"
-    )
+    assert old is not None and old_raw is not None
+    on_disk = replace(old, records=old.records + tail, hdr_extra=list(old.hdr_extra))
+    data = "".join(rec.line() for rec in tail).encode("utf-8", "surrogateescape")
     if not data:
-        return new, old_raw
+        return on_disk, old_raw
     fd = os.open(paths.uidlist, os.O_WRONLY | os.O_APPEND, FILE_MODE)
     try:
         size = os.fstat(fd).st_size
@@ -440,7 +434,31 @@ def write_uidlist(
             raise
     finally:
         os.close(fd)
-    return new, old_raw + data
+    return on_disk, old_raw + data
+
+
+def _records_to_append(
+    old: Uidlist | None, old_raw: bytes | None, new: Uidlist, live: set[int]
+) -> list[UidlistRecord] | None:
+    """The live records of `new` above the file's last UID, when appending them leaves
+    a correct file: the same header, every live line of the file unchanged, and at most
+    a quarter of its lines stale (expunged). Like Dovecot, which leaves the lines of
+    expunged mail until then (maildir_uidlist_want_compress). None: rewrite."""
+    if old is None or old_raw is None or old.version != 3 or not old_raw.endswith(b"\n"):
+        return None
+    if (old.uid_validity, old.hdr_next_uid, old.guid, old.hdr_extra) != (
+        new.uid_validity, new.hdr_next_uid, new.guid, new.hdr_extra,
+    ):  # fmt: skip
+        return None
+    last = old.records[-1].uid if old.records else 0
+    kept = [rec for rec in new.records if rec.uid <= last and rec.uid in live]
+    if kept != [rec for rec in old.records if rec.uid in live]:
+        return None
+    tail = [rec for rec in new.records if rec.uid > last and rec.uid in live]
+    lines = len(old.records) + len(tail)
+    if (lines - len(kept) - len(tail)) * 4 > lines:
+        return None
+    return tail
 
 
 def write_tracker(paths: FolderPaths, tracker: ChangeTracker) -> None:
