@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from ..storage.location import UserEnv, expand_vars
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen (twice the start-up cost): never changed; unhashable anyway (dicts)
 class UserRecord:
     """One user as a userdb knows it. None = the userdb did not say."""
 

@@ -52,7 +52,7 @@ DRIVER_SETTINGS = ("mdbox_rotate_size",)
 AUTODETECT = (("maildir", "~/Maildir"),)
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen (twice the start-up cost): never changed; unhashable anyway (dicts)
 class MailLocation:
     """A parsed, fully expanded location. `params` keys are upper case."""
 
@@ -69,7 +69,7 @@ class MailLocation:
         return ":".join(parts + (["UTF-8"] if self.utf8 else []))
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen (twice the start-up cost): never changed; unhashable anyway (dicts)
 class UserEnv:
     """What `%` variables and `~` expand to."""
 
