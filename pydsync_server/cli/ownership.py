@@ -9,6 +9,7 @@ store, else the owner of the home directory.
 
 from __future__ import annotations
 
+import errno
 import grp
 import os
 import pwd
@@ -85,8 +86,7 @@ def give_back(paths: Iterable[Path], owner: Owner, since_ns: int = 0) -> None:
             entries = dirnames + filenames
             if since_ns and _untouched_since(dirpath, since_ns):
                 entries = dirnames  # new files would have touched the directory
-            for name in entries:
-                _give_back_entry(os.path.join(dirpath, name), owner)
+            _give_back_in(dirpath, entries, owner)
 
 
 def _untouched_since(directory: str, since_ns: int) -> bool:
@@ -94,6 +94,27 @@ def _untouched_since(directory: str, since_ns: int) -> bool:
         return os.lstat(directory).st_mtime_ns < since_ns - 1_000_000_000
     except OSError:
         return False
+
+
+def _give_back_in(directory: str, names: list[str], owner: Owner) -> None:
+    """_give_back_entry for names in one directory, looked up relative to it (a
+    big maildir's cur/ costs a lookup per name, not a path walk per file); a directory
+    swapped for a symlink meanwhile is not followed."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            return  # gone, or no longer the directory walked
+        raise
+    try:
+        for name in names:
+            try:
+                if os.stat(name, dir_fd=fd, follow_symlinks=False).st_uid == 0:
+                    os.chown(name, owner.uid, owner.gid, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                pass
+    finally:
+        os.close(fd)
 
 
 def _give_back_entry(path: str, owner: Owner) -> None:
