@@ -16,7 +16,7 @@ from ..protocol.items import Done, Item
 _CLOSED = object()
 
 
-@dataclass
+@dataclass(eq=False)  # a channel is itself only (a generated __eq__ costs start-up time)
 class MemoryChannel:
     inbox: queue.Queue[object] = field(default_factory=queue.Queue)
     outbox: queue.Queue[object] = field(default_factory=queue.Queue)

@@ -40,8 +40,10 @@ def builtin_hooks() -> Hooks:
     return Hooks(build_plugin_manager({}, entry_points=False))
 
 
-@dataclass
+@dataclass(eq=False)  # one per run, never compared (a generated __eq__ costs start-up time)
 class Context:
+    """What main() builds once per run and passes to the command (no global state)."""
+
     config: Config
     environ: Mapping[str, str]
     stdout: BinaryIO
