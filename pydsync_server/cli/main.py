@@ -19,7 +19,6 @@ from ..errors import DsyncError, ExitCode
 from ..plugins.facade import Hooks
 from ..plugins.manager import build_plugin_manager
 from ..storage.location import UserEnv
-from . import resync
 from .config import config_path, load_config
 from .context import Context
 from .options import (
@@ -28,9 +27,11 @@ from .options import (
     DOVEADM_SERVER_OPTIONS,
     DSYNC_SERVER_OPTIONS,
     FETCH_OPTIONS,
+    FORCE_RESYNC_OPTIONS,
     GLOBAL_OPTIONS,
     MAILBOX_LIST_OPTIONS,
     MAILBOX_STATUS_OPTIONS,
+    PURGE_OPTIONS,
     SYNC_OPTIONS,
     CommandUsageError,
     Option,
@@ -189,12 +190,12 @@ COMMANDS: dict[str, Command] = {
         ),
         Command(
             "force-resync",
-            resync.FORCE_RESYNC_OPTIONS,
+            FORCE_RESYNC_OPTIONS,
             "<mailbox mask>",
-            resync.force_resync,
+            _lazy(".resync", "force_resync"),
             permute=True,
         ),
-        Command("purge", resync.PURGE_OPTIONS, "", resync.purge, permute=True),
+        Command("purge", PURGE_OPTIONS, "", _lazy(".resync", "purge"), permute=True),
     )
 }
 

@@ -300,3 +300,7 @@ MAILBOX_STATUS_OPTIONS = (
     _FORMATTER,
 ) + USER_OPTIONS
 FETCH_OPTIONS = (_FORMATTER,) + USER_OPTIONS
+FORCE_RESYNC_OPTIONS = USER_OPTIONS + (
+    Option("f", None, None, "fsck", "also check the index (always done: the index is rebuilt)"),
+)
+PURGE_OPTIONS = USER_OPTIONS

@@ -13,12 +13,8 @@ from __future__ import annotations
 from ..errors import ExitCode
 from .context import Context
 from .mailboxes import matching_entries
-from .options import USER_OPTIONS, CommandUsageError, Option, Parsed
+from .options import CommandUsageError, Parsed
 
-FORCE_RESYNC_OPTIONS = USER_OPTIONS + (
-    Option("f", None, None, "fsck", "also check the index (always done: the index is rebuilt)"),
-)
-PURGE_OPTIONS = USER_OPTIONS
 FORCE_RESYNC_USAGE = "usage: pydsync force-resync [-u user] [-f] <mailbox mask>"
 
 
