@@ -8,7 +8,6 @@ random GUID. Both trees then use the fixed name, so the next run agrees with its
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 
 from ..errors import InvalidMailboxNameError
@@ -51,6 +50,8 @@ def name_fixer(storage: Storage, alt_char: str) -> Callable[[Name], Name]:
         for level in levels:
             choice = next((c for c in candidates(level) if valid([*fixed, c])), None)
             if choice is None:
+                import secrets  # only for a name nothing fixes: not paid for at start-up
+
                 return (secrets.token_hex(16),)
             fixed.append(choice)
         return tuple(fixed)
