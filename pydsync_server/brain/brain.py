@@ -38,8 +38,6 @@ from ..protocol.items import (
 from ..protocol.items import Mailbox as MailboxRecord
 from ..protocol.state import InvalidStateError
 from ..storage.base import Mailbox, Storage
-from .all_mail import AllMail
-from .events import SyncObserver
 from .filters import ImportFilter
 from .names import name_fixer
 from .settings import Log, SyncMode, SyncResult, SyncSettings
@@ -57,6 +55,8 @@ from .tree_apply import apply_tree_changes
 from .tree_sync import SyncType, apply_deletions, sync_trees
 
 if TYPE_CHECKING:
+    from .all_mail import AllMail
+    from .events import SyncObserver
     from .mailbox_sync import MailboxOutcome, Role, SyncOptions
 
 # mailbox_sync (with the exporter and importer) is imported when a mailbox first needs

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..errors import (
     DsyncError,
@@ -27,7 +28,6 @@ from ..protocol.items import (
 )
 from ..protocol.items import Mailbox as MailboxRecord
 from ..storage.base import Storage
-from .all_mail import AllMail
 from .brain import (
     Brain,
     Session,
@@ -41,10 +41,12 @@ from .brain import (
     result_from,
     state_string,
 )
-from .events import SyncObserver
 from .filters import ImportFilter
 from .memchannel import channel_pair
 from .settings import Clock, Log, SyncResult, SyncSettings, UserLock
+
+if TYPE_CHECKING:
+    from .events import SyncObserver
 
 
 def run_master(
@@ -277,6 +279,8 @@ def _purge(brain: Brain) -> None:
 
 def _attach_all_mail(brain: Brain, session: Session, vname: str | None) -> None:
     if vname:
+        from .all_mail import AllMail  # -a only: not paid for at start-up
+
         session.all_mail = AllMail(brain.storage, vname, brain.log)
 
 
