@@ -21,6 +21,8 @@ NOT_ON_A_NO_CHANGE_RUN = (
     "pydsync_server.brain.mailbox_sync",
     "pydsync_server.brain.importer",
     "pydsync_server.brain.exporter",
+    "pydsync_server.brain.all_mail",
+    "pydsync_server.brain.events",
     "pydsync_server.cli.report",
     "pydsync_server.cli.progress",
     "pydsync_server.cli.dry_run",
