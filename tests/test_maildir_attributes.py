@@ -74,6 +74,7 @@ def test_values_dovecot_wrote_have_unknown_stamps(tmp_path: Path) -> None:
         f"priv/{'0' * 32}/comment\nan orphan\n"
         f"torn/{guids['Work']}\n".encode()  # a key without its value line
     )
+    storage = MaildirStorage(tmp_path / "Maildir")  # a run that never looked before
     box = storage.open_mailbox("Work")
     assert box.attributes() == [
         Attribute("p", "comment", "hello world", 0, 0, False),

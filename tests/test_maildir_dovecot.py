@@ -162,7 +162,9 @@ def test_reads_the_dovecot_fixture(tmp_path: Path) -> None:
         (LogType.SUBSCRIBE, name_hash("INBOX")),
         (LogType.SUBSCRIBE, name_hash("Work")),
     ]
-    # reading wrote only the sidecars: uidlists untouched, no index file of ours
+    # reading wrote only the sidecars (when the store closes): uidlists untouched, no
+    # index file of ours
+    storage.close()
     assert {p: p.read_bytes() for p in root.rglob("dovecot-uidlist")} == uidlists
     assert sorted(root.rglob("dovecot.index*")) == index_files
     assert (root / "pydsync-changes").is_file() and (root / ".Work/pydsync-changes").is_file()

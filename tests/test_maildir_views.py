@@ -93,6 +93,10 @@ def test_handed_over_view_equals_a_rescan(tmp_path_factory: object, ops: list) -
         else:
             _apply(box, op, serial)
         box.refresh()
+        # another program's change is recorded when this run commits or closes the
+        # store: until then a rescan elsewhere would draw other modseqs for it
+        if any(view.tracker_pending for view in storage.ctx.views.values()):
+            storage.close()
         assert _view(box) == _fresh_view(root)
         assert _view(storage.open_mailbox("INBOX")) == _view(box)
 
@@ -279,3 +283,48 @@ def test_a_delivery_after_the_commit_is_not_hidden_by_the_summary(tmp_path: Path
     storage.close()
     later = MaildirStorage(tmp_path).open_mailbox("INBOX")
     assert [m.uid for m in later.messages()] == [1, 2]
+
+
+def _flag_change_pending(tmp_path: Path) -> tuple[MaildirStorage, Mailbox, int, bytes]:
+    """A store whose INBOX saw another program's flag change: (store, box, its
+    modseq, the tracker file before)."""
+    setup = MaildirStorage(tmp_path)
+    _apply(setup.open_mailbox("INBOX"), ("save", 0, 0, frozenset()), 1)
+    setup.close()
+    before = (tmp_path / "pydsync-changes").read_bytes()
+    _foreign_flag_change(tmp_path, 1)
+    storage = MaildirStorage(tmp_path)
+    box = storage.open_mailbox("INBOX")
+    return storage, box, box.status().highest_modseq, before
+
+
+def test_other_programs_changes_are_written_when_the_store_closes(tmp_path: Path) -> None:
+    tracker = tmp_path / "pydsync-changes"
+    storage, box, modseq, before = _flag_change_pending(tmp_path)
+    assert tracker.read_bytes() == before  # recorded in the view only, so far
+    storage.close()
+    assert tracker.read_bytes() != before
+    fresh = MaildirStorage(tmp_path).open_mailbox("INBOX")
+    assert fresh.status().highest_modseq == modseq
+    assert [c.modseq for c in fresh.changes_since(0) or []] == [modseq]
+    assert (tmp_path / SUMMARY_NAME).exists()
+
+
+def test_a_commit_writes_the_changes_its_view_recorded(tmp_path: Path) -> None:
+    storage, box, modseq, _ = _flag_change_pending(tmp_path)
+    _apply(box, ("save", 0, 0, frozenset()), 2)
+    fresh = MaildirStorage(tmp_path).open_mailbox("INBOX")
+    changes = fresh.changes_since(0) or []
+    assert modseq in [c.modseq for c in changes]
+    assert fresh.status().highest_modseq > modseq
+
+
+def test_a_pending_tracker_never_overwrites_a_newer_one(tmp_path: Path) -> None:
+    storage, box, modseq, _ = _flag_change_pending(tmp_path)
+    other = MaildirStorage(tmp_path)  # another process records the change its own way
+    _apply(other.open_mailbox("INBOX"), ("save", 0, 0, frozenset()), 3)
+    written = (tmp_path / "pydsync-changes").read_bytes()
+    (tmp_path / SUMMARY_NAME).unlink(missing_ok=True)
+    storage.close()
+    assert (tmp_path / "pydsync-changes").read_bytes() == written
+    assert not (tmp_path / SUMMARY_NAME).exists()

@@ -4,6 +4,7 @@ Any mailbox of the store can play that part here."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import BinaryIO
 
 from ..errors import MailboxNotFoundError
@@ -36,7 +37,8 @@ class AllMail:
         if info is None or self._mailbox is None:
             return None
         try:
-            return self._mailbox.open_message(info.uid), info
+            saved = info.saved_date or self._mailbox.saved_date(info.uid)
+            return self._mailbox.open_message(info.uid), replace(info, saved_date=saved)
         except MailboxNotFoundError:
             return None
 

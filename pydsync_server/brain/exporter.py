@@ -201,7 +201,7 @@ class Exporter:
             pop3_uidl=info.pop3_uidl,
             pop3_order=info.pop3_order,
             received_date=info.received_date,
-            saved_date=info.saved_date,
+            saved_date=info.saved_date or self.mailbox.saved_date(uid),
             body=self._lazy_body(uid),  # type: ignore[arg-type]
         )
 

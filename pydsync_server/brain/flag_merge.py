@@ -69,6 +69,8 @@ def merge_keywords(
 ) -> tuple[frozenset[str], bool]:
     local_ops = local_record.keyword_ops if local_record else ()
     remote_ops = change.keyword_changes
+    if not (local_final or remote_final or local_ops or remote_ops):
+        return local_final, False  # the usual message: no keywords anywhere
     names = sorted(
         set(local_final) | set(remote_final) | {op[1:] for op in (*local_ops, *remote_ops)}
     )

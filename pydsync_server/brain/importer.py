@@ -583,7 +583,7 @@ class Importer:
                     flags=flags,
                     keywords=keywords,
                     received_date=source.received_date,
-                    saved_date=source.saved_date,
+                    saved_date=source.saved_date or self.mailbox.saved_date(source.uid),
                     min_modseq=modseq if modseq > 1 else 0,
                 )
             )

@@ -152,5 +152,7 @@ def status_values(box: Mailbox) -> dict[str, str]:
         "highestmodseq": str(status.highest_modseq),
         "vsize": str(sum(virtual_size(box, m) for m in messages)),
         "guid": status.guid.hex(),
-        "firstsaved": str(messages[0].saved_date) if messages else "never",
+        "firstsaved": str(messages[0].saved_date or box.saved_date(messages[0].uid))
+        if messages
+        else "never",
     }

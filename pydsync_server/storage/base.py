@@ -235,6 +235,12 @@ class Mailbox(ABC):
     def messages(self, above_uid: int = 0) -> Sequence[MessageInfo]:
         """Existing messages with a UID above `above_uid`, ascending by UID."""
 
+    def saved_date(self, uid: int) -> int:
+        """When the message was saved here. A driver whose stores must stat a file
+        for it may leave MessageInfo.saved_date 0 (not looked up) and answer here."""
+        info = self.message(uid)
+        return info.saved_date if info is not None else 0
+
     def message(self, uid: int) -> MessageInfo | None:
         """One existing message, None when there is none. A stateful sync looks up the
         few messages its peer changed, rather than listing the mailbox."""

@@ -215,6 +215,11 @@ def rekeyed_after_write(paths: FolderPaths, before: tuple[TextKey, ...]) -> tupl
 
 
 _OWN_FILES = 3
+_SIDECAR_KEY = 2  # text_keys' entry for the tracker file
+
+
+def same_tracker_file(keys: tuple[TextKey, ...], other: tuple[TextKey, ...]) -> bool:
+    return keys[_SIDECAR_KEY] == other[_SIDECAR_KEY]
 
 
 @dataclass
@@ -230,6 +235,9 @@ class FolderView:
     state: FolderState | None = None
     keys: tuple[TextKey, ...] = ()
     persisted: bool = False
+    # the plan's tracker is not on disk yet (`state` has the old one): written by the
+    # next commit, or when the store closes
+    tracker_pending: bool = False
 
 
 # -- planning ------------------------------------------------------------------------
@@ -267,6 +275,11 @@ class SyncPlan:
     def needs_write(self) -> bool:
         return self.write_uidlist or self.write_keywords or self.write_tracker
 
+    @property
+    def only_tracker(self) -> bool:
+        """Only other programs' changes to record: nothing Dovecot reads changes."""
+        return self.write_tracker and not (self.write_uidlist or self.write_keywords)
+
     def copy(self) -> SyncPlan:
         """A copy a commit may change (it edits the uidlist and the tracker in place)."""
         return replace(
@@ -285,9 +298,13 @@ def message_keywords(info: FileInfo, keywords: KeywordMap) -> frozenset[str]:
 _NO_KEYWORDS: frozenset[str] = frozenset()
 
 
-def plan_sync(state: FolderState, ctx: StoreContext, *, first_free_uid: int = 0) -> SyncPlan:
+def plan_sync(
+    state: FolderState, ctx: StoreContext, *, first_free_uid: int = 0, modseq_floor: int = 0
+) -> SyncPlan:
     """What a sync of `state` changes. New files get UIDs from max(next_uid,
-    first_free_uid) in Dovecot's order; a missing/corrupt uidlist is recreated."""
+    first_free_uid) in Dovecot's order; a missing/corrupt uidlist is recreated.
+    Modseqs drawn for other programs' changes lie above `modseq_floor` (what this
+    run already handed out from a view whose tracker was not written)."""
     uidlist = state.uidlist.copy() if state.uidlist is not None else None
     write_uidlist = False
     if uidlist is None or uidlist.version != 3 or uidlist.guid is None:
@@ -310,7 +327,7 @@ def plan_sync(state: FolderState, ctx: StoreContext, *, first_free_uid: int = 0)
         uid += 1
     write_uidlist = write_uidlist or bool(new_uids)
     messages = _live_messages(uidlist, state)
-    tracker = _plan_tracker(state, uidlist, messages)
+    tracker = _plan_tracker(state, uidlist, messages, modseq_floor)
     attributes = mailbox_values(state.attribute_entries, uidlist.guid)
     tracker.reconcile_attributes(attributes, int(ctx.clock()))
     write_tracker = state.tracker is None or tracker != state.tracker
@@ -333,7 +350,7 @@ def _live_messages(uidlist: Uidlist, state: FolderState) -> dict[int, Message]:
 
 
 def _plan_tracker(
-    state: FolderState, uidlist: Uidlist, messages: dict[int, Message]
+    state: FolderState, uidlist: Uidlist, messages: dict[int, Message], modseq_floor: int
 ) -> ChangeTracker:
     assert uidlist.guid is not None
     old = state.tracker
@@ -353,6 +370,7 @@ def _plan_tracker(
         tracker = ChangeTracker.fresh(uidlist.uid_validity, uidlist.guid, current, first_recent)
     else:
         tracker = old.copy()
+        tracker.highest_modseq = max(tracker.highest_modseq, modseq_floor)
         tracker.reconcile(uidlist.uid_validity, uidlist.guid, current)
     if state.mail_dir is not None:
         _note_dates(tracker, messages, state.mail_dir)

@@ -32,6 +32,7 @@ from .maildir_folder import (
     read_folder,
     reading_copy,
     rekeyed_after_write,
+    same_tracker_file,
     scan_messages,
     text_keys,
     write_keywords,
@@ -136,17 +137,28 @@ class MaildirMailbox(Mailbox):
         try:
             self._ensure_subdirs()
             keys = text_keys(self.paths)  # before the read: a later write shows
-            state = read_folder(self.paths)
+            state, inherited = self._with_pending_tracker(read_folder(self.paths), keys)
             plan = work = None
+            floor = self.modseq_floor()
             if state.uidlist is not None and state.uidlist.guid is not None:
                 work = reading_copy(state)
-                plan = plan_sync(work, self.ctx)
+                plan = self._planned(work, floor, inherited)
+            if plan is not None and plan.only_tracker:
+                # the tracker's news waits for this run's commit, which rewrites it
+                # anyway, or for the store's close (persist_views)
+                view = FolderView(self.paths, stamp, plan, state, keys, tracker_pending=True)
+                self._adopt(view)
+                self.ctx.views[self.paths.mail] = view
+                return
             if plan is None or work is None or plan.needs_write:
                 with self.locked():
                     if plan is None or work is None or not self._still(stamp):
                         keys = text_keys(self.paths)
-                        work = state = read_folder(self.paths)
-                        plan = plan_sync(state, self.ctx)
+                        state, inherited = self._with_pending_tracker(
+                            read_folder(self.paths), keys
+                        )
+                        work = state
+                        plan = self._planned(state, floor, inherited)
                     state = self.apply_plan(work, plan)
                     if plan.needs_write:
                         # our own writes moved the stamp; a stamp this fresh is
@@ -160,6 +172,31 @@ class MaildirMailbox(Mailbox):
         self.ctx.views[self.paths.mail] = view
         if stamp.settled:
             summary_of(plan, stamp).save(self.paths.summary)
+
+    def _with_pending_tracker(
+        self, state: FolderState, keys: tuple[TextKey, ...]
+    ) -> tuple[FolderState, bool]:
+        """`state` with this run's unwritten tracker of the folder, when the file on
+        disk is still the one that tracker grew from: a rescan then adds to the
+        changes it recorded instead of losing them (each keeps its own modseq).
+        The flag says whether it was put in."""
+        view = self.ctx.views.get(self.paths.mail)
+        if view is None or not view.tracker_pending or not same_tracker_file(view.keys, keys):
+            return state, False
+        return replace(state, tracker=view.plan.tracker.copy()), True
+
+    def _planned(self, state: FolderState, floor: int, inherited: bool) -> SyncPlan:
+        """plan_sync; a tracker taken over from an unwritten view is still to write."""
+        plan = plan_sync(state, self.ctx, modseq_floor=floor)
+        plan.write_tracker = plan.write_tracker or inherited
+        return plan
+
+    def modseq_floor(self) -> int:
+        """The highest modseq this run's views of the folder handed out: a rescan
+        draws above it, though an unwritten tracker's draws are lost with it."""
+        view = self.ctx.views.get(self.paths.mail)
+        plans = [p for p in (self._plan, view.plan if view else None) if p is not None]
+        return max((p.tracker.highest_modseq for p in plans), default=0)
 
     def adopt_view(
         self, stamp: FolderStamp, plan: SyncPlan, state: FolderState, keys: tuple[TextKey, ...]
@@ -245,7 +282,8 @@ class MaildirMailbox(Mailbox):
         received = snap.received_date if snap is not None else 0
         saved = snap.saved_date if snap is not None else 0
         path = f"{self.paths.mail}/{msg.subdir}/{msg.filename}"
-        if not (received and saved and size is not None and vsize is not None):
+        # the saved date alone is not worth a stat per message: see saved_date()
+        if not (received and size is not None and vsize is not None):
             try:
                 st = os.stat(path)  # the file is as the scan found it
             except FileNotFoundError:
@@ -270,6 +308,17 @@ class MaildirMailbox(Mailbox):
             pop3_uidl=ext.get("P", ""),
             pop3_order=_int_or_none(ext.get("O")) or 0,
         )
+
+    def saved_date(self, uid: int) -> int:
+        """The date dsync gave, else the file's ctime (as Dovecot's maildir answers)."""
+        msg = self.plan.messages.get(uid)
+        if msg is None:
+            return 0
+        snap = self.plan.tracker.msgs.get(uid)
+        if snap is not None and snap.saved_date:
+            return snap.saved_date
+        path = self.locate(msg)
+        return int(os.stat(path).st_ctime) if path is not None else 0
 
     def _vsize(self, msg: Message, path: Path) -> int:
         if msg.record.base not in self._vsizes:
@@ -361,8 +410,13 @@ def persist_views(ctx: StoreContext) -> None:
     pending = [view for view in ctx.views.values() if not view.persisted]
     if not pending:
         return
+    for view in pending:
+        if view.tracker_pending:
+            _write_pending_tracker(view, ctx.hostname)
     FolderStamp.wait_to_settle([_take_stamp(view.paths) for view in pending])
     for view in pending:
+        if view.tracker_pending:
+            continue  # its tracker could not be written: no summary may stand for it
         try:
             with dotlock(view.paths.uidlist, ctx.hostname, timeout=1.0):
                 stamp = _take_stamp(view.paths)
@@ -371,6 +425,25 @@ def persist_views(ctx: StoreContext) -> None:
                     view.persisted = True
         except (StorageError, OSError):
             continue  # busy or gone: the next run rescans
+
+
+def _write_pending_tracker(view: FolderView, hostname: str) -> None:
+    """Write a view's tracker when the folder is still exactly the state it was
+    planned from; otherwise the next run's scan records the changes again."""
+    paths, state = view.paths, view.state
+    assert state is not None
+    try:
+        with dotlock(paths.uidlist, hostname, timeout=1.0):
+            if text_keys(paths) != view.keys or not listing_matches(paths.mail, state.files):
+                return
+            makedirs(paths.index)
+            write_tracker(paths, view.plan.tracker)
+            view.keys = rekeyed_after_write(paths, view.keys)
+            view.stamp = _take_stamp(paths)  # persist_views re-checks the listing
+            view.state = replace(state, tracker=view.plan.tracker)
+            view.tracker_pending = False
+    except (StorageError, OSError):
+        return  # busy or gone: the next run rescans
 
 
 def _unchanged_since(view: FolderView, stamp: FolderStamp) -> bool:

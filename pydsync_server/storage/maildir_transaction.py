@@ -182,7 +182,10 @@ class MaildirTransaction(RecordingTransaction[_Save]):
             state = read_folder(paths)
             uid_map = self._map_new_uids(state.uidlist.next_uid if state.uidlist else 1)
             first_free = max(uid_map.values()) + 1 if uid_map else 0
-            plan = plan_sync(state, self._box.ctx, first_free_uid=first_free)
+            plan = plan_sync(
+                state, self._box.ctx, first_free_uid=first_free,
+                modseq_floor=self._box.modseq_floor(),
+            )  # fmt: skip
         uidlist, tracker = plan.uidlist, plan.tracker
         old_guid, modseq = uidlist.guid, tracker.next_modseq()
         assert old_guid is not None

@@ -281,9 +281,18 @@ def build_filename(base: str, flags: int, keyword_idx: frozenset[int], keep: Fil
 
 
 def size_from_base(base: str, key: str) -> int | None:
-    """The `,S=` / `,W=` value of a base name (maildir_filename_get_size)."""
-    match = re.search(rf",{key}=([0-9]*)(?=[,:]|$)", base)
-    return int(match.group(1) or 0) if match is not None else None
+    """The `,S=` / `,W=` value of a base name (maildir_filename_get_size): the digits
+    after the first `,<key>=` that they fill up to a `,`, a `:` or the end."""
+    tag = f",{key}="
+    start = base.find(tag)
+    while start != -1:
+        pos = end = start + len(tag)
+        while end < len(base) and "0" <= base[end] <= "9":
+            end += 1
+        if end == len(base) or base[end] in ",:":
+            return int(base[pos:end]) if end > pos else 0
+        start = base.find(tag, start + 1)
+    return None
 
 
 def _sort_parts(name: str) -> tuple[int, int | None, str]:

@@ -188,6 +188,9 @@ class ObservedMailbox(Mailbox):
     def message(self, uid: int) -> MessageInfo | None:
         return self._inner.message(uid)
 
+    def saved_date(self, uid: int) -> int:
+        return self._inner.saved_date(uid)
+
     def changes_since(self, modseq: int) -> list[MessageChange] | None:
         return self._inner.changes_since(modseq)
 
