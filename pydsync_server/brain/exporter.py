@@ -237,6 +237,8 @@ def _expunge_change(record: MessageChange) -> MailChange:
 
 def keyword_changes(ops: tuple[str, ...], current: frozenset[str]) -> tuple[str, ...]:
     """Log ops then current keywords: `+kw` present → `&kw`; `-kw` present → `=kw` (§3.5.1)."""
+    if not ops and not current:
+        return ()
     result: list[str] = []
     for op in ops:
         keyword = op[1:]

@@ -286,11 +286,15 @@ def size_from_base(base: str, key: str) -> int | None:
     tag = f",{key}="
     start = base.find(tag)
     while start != -1:
-        pos = end = start + len(tag)
-        while end < len(base) and "0" <= base[end] <= "9":
-            end += 1
-        if end == len(base) or base[end] in ",:":
-            return int(base[pos:end]) if end > pos else 0
+        pos = start + len(tag)
+        end = len(base)
+        for stop in (",", ":"):
+            found = base.find(stop, pos, end)
+            if found != -1:
+                end = found
+        digits = base[pos:end]
+        if not digits or (digits.isascii() and digits.isdigit()):
+            return int(digits or 0)
         start = base.find(tag, start + 1)
     return None
 
