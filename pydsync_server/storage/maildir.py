@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -59,7 +58,7 @@ class MaildirStorage(Storage):
         control_dir: str | Path | None = None,
         index_dir: str | Path | None = None,
         clock: Callable[[], float] = time.time,
-        hostname: str = socket.gethostname(),
+        hostname: str = os.uname().nodename,  # gethostname(2), without importing socket
         attribute_dict: str | Path | None = None,
     ) -> None:
         """`attribute_dict`: where Dovecot's `mail_attribute_dict = file:<path>` points;
