@@ -57,14 +57,17 @@ def test_give_back_skips_directories_untouched_since_the_session(tmp_path: Path)
     """Entries appear in a directory only by touching it, so an old directory's files
     are not looked at; a new one anywhere below is given back."""
     old, fresh = tmp_path / "a" / "old", tmp_path / "a" / "fresh"
-    old.mkdir(parents=True)
+    deep = old / "sub"
+    deep.mkdir(parents=True)
     (old / "before").write_text("x")  # root's, from before the session
     past = time.time() - 10
     os.utime(old, (past, past))
     since = time.time_ns()
     fresh.mkdir()
     (fresh / "new").write_text("y")
+    (deep / "new").write_text("z")  # touches sub/, not old/: found below an old directory
     give_back([tmp_path / "a"], Owner(1000, 1001), since)
+    assert (deep / "new").stat().st_uid == 1000
     assert (fresh / "new").stat().st_uid == 1000
     assert fresh.stat().st_uid == 1000
     assert old.stat().st_uid == 1000  # directories themselves are always checked

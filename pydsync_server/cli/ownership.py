@@ -75,25 +75,35 @@ def give_back(paths: Iterable[Path], owner: Owner, since_ns: int = 0) -> None:
 
     Creating or renaming an entry into a directory updates the directory's mtime, so
     the entries of a directory untouched since `since_ns` (the session's start, less a
-    second for coarse timestamps) are not looked at: a no-change run over a big store
-    then stats directories, not every message file.
+    second for coarse timestamps) are not looked at, and one that also has no
+    subdirectories (a link count of 2) is not even listed: a no-change run over a big
+    store then stats directories, not every message file.
     """
     for top in paths:
         if not top.exists():
             continue
         _give_back_entry(str(top), owner)
-        for dirpath, dirnames, filenames in os.walk(top):
-            entries = dirnames + filenames
-            if since_ns and _untouched_since(dirpath, since_ns):
-                entries = dirnames  # new files would have touched the directory
-            _give_back_in(dirpath, entries, owner)
+        _give_back_tree(str(top), owner, since_ns)
 
 
-def _untouched_since(directory: str, since_ns: int) -> bool:
+def _give_back_tree(directory: str, owner: Owner, since_ns: int) -> None:
     try:
-        return os.lstat(directory).st_mtime_ns < since_ns - 1_000_000_000
-    except OSError:
-        return False
+        st = os.lstat(directory)
+    except FileNotFoundError:
+        return
+    untouched = bool(since_ns) and st.st_mtime_ns < since_ns - 1_000_000_000
+    if untouched and st.st_nlink == 2:
+        return  # nothing new in it, and no subdirectory that could hold something new
+    try:
+        with os.scandir(directory) as listing:
+            entries = list(listing)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    subdirs = [entry for entry in entries if entry.is_dir(follow_symlinks=False)]
+    names = [entry.name for entry in (subdirs if untouched else entries)]
+    _give_back_in(directory, names, owner)
+    for entry in subdirs:
+        _give_back_tree(entry.path, owner, since_ns)
 
 
 def _give_back_in(directory: str, names: list[str], owner: Owner) -> None:
