@@ -22,6 +22,7 @@ from .maildir_files import FILE_MODE, replace_file, write_all, write_synced
 from .maildir_summary import SUMMARY_NAME, FolderStamp
 from .maildir_tracker import SIDECAR_NAME, ChangeTracker, MessageState
 from .maildir_uidlist import (
+    MAILDIR_INFO_SEP,
     FileInfo,
     KeywordMap,
     Uidlist,
@@ -124,11 +125,15 @@ def scan_messages(mail_dir: Path) -> dict[str, tuple[str, str]]:
             names = os.listdir(mail_dir / sub)
         except FileNotFoundError:
             continue
-        for name in names:
-            if _ignored_name(name):
-                continue
-            base = split_name(name)[0]
-            files.setdefault(base, (sub, name))
+        # one comprehension per directory: this runs for every file of the folder;
+        # reversed, so that in the dict the first copy of a base wins
+        found = {
+            name.partition(MAILDIR_INFO_SEP)[0]: (sub, name)
+            for name in reversed(names)
+            if name[:1] not in (".", ":") and "\n" not in name and "\r" not in name
+        }
+        for base, where in found.items():
+            files.setdefault(base, where)
     return files
 
 

@@ -152,15 +152,18 @@ class ChangeTracker:
         )
 
     def serialize(self) -> bytes:
-        snaps = sorted(self.msgs.items())
+        # the snapshots are tuples: zip(*) cuts them into columns in C
+        snaps = self.msgs.values()
+        columns = zip(*snaps, strict=True) if snaps else iter([()] * len(Snapshot._fields))
+        modseqs, flags, keywords, guids, saved, received = map(list, columns)
         msgs = {
-            "uid": [uid for uid, _ in snaps],
-            "modseq": [s.modseq for _, s in snaps],
-            "flags": [s.flags for _, s in snaps],
-            "keywords": [sorted(s.keywords) for _, s in snaps],
-            "guid": [s.guid for _, s in snaps],
-            "saved": [s.saved_date for _, s in snaps],
-            "received": [s.received_date for _, s in snaps],
+            "uid": list(self.msgs),
+            "modseq": modseqs,
+            "flags": flags,
+            "keywords": [sorted(kws) if kws else [] for kws in keywords],
+            "guid": guids,
+            "saved": saved,
+            "received": received,
         }
         log = [
             [r.modseq, r.uid, int(r.dsync), int(r.expunged),
