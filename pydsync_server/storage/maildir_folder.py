@@ -344,12 +344,14 @@ def plan_sync(
 
 def _live_messages(uidlist: Uidlist, state: FolderState) -> dict[int, Message]:
     messages: dict[int, Message] = {}
+    files, keywords = state.files, state.keywords
     for rec in uidlist.records:
-        where = state.files.get(rec.base)
+        where = files.get(rec.base)
         if where is None:
             continue
-        info = parse_info(split_name(where[1])[1])
-        kws = message_keywords(info, state.keywords)
+        _, sep, tail = where[1].rpartition(MAILDIR_INFO_SEP)  # split_name's info part
+        info = parse_info(tail if sep else None)
+        kws = message_keywords(info, keywords) if info.keyword_idx else _NO_KEYWORDS
         messages[rec.uid] = Message(rec.uid, rec, where[0], where[1], info, info.flags, kws)
     return messages
 
@@ -359,16 +361,26 @@ def _plan_tracker(
 ) -> ChangeTracker:
     assert uidlist.guid is not None
     old = state.tracker
+    same_folder = old is not None and (old.uid_validity, old.mailbox_guid) == (
+        uidlist.uid_validity, uidlist.guid,
+    )  # fmt: skip
     lettered = {n.casefold() for n in state.keywords.names if n is not None}
+    snaps = old.msgs if old is not None else {}
+    # only messages that differ from the snapshot (all when it can't be used)
     current: dict[int, MessageState] = {}
     for uid, msg in messages.items():
         kws = msg.keywords
-        snap = old.msgs.get(uid) if old is not None else None
-        if snap is not None and snap.keywords and not snap.keywords <= kws:
-            # keywords beyond the 26 letters live only in the tracker (like Dovecot's index)
-            kws = kws | {k for k in snap.keywords if k.casefold() not in lettered}
-            msg.keywords = kws
-        current[uid] = MessageState(msg.flags, kws, msg.guid)
+        snap = snaps.get(uid)
+        guid = msg.record.ext.get("G") or msg.record.base  # Message.guid, inline: hot
+        if snap is not None:
+            if snap.keywords and not snap.keywords <= kws:
+                # keywords beyond the 26 letters live only in the tracker (as Dovecot's
+                # index keeps them)
+                kws = kws | {k for k in snap.keywords if k.casefold() not in lettered}
+                msg.keywords = kws
+            if same_folder and (snap.flags, snap.keywords, snap.guid) == (msg.flags, kws, guid):
+                continue
+        current[uid] = MessageState(msg.flags, kws, guid)
     if old is None:
         in_new = [uid for uid, m in messages.items() if m.subdir == "new"]
         first_recent = min(in_new) if in_new else uidlist.next_uid
@@ -376,7 +388,10 @@ def _plan_tracker(
     else:
         tracker = old.copy()
         tracker.highest_modseq = max(tracker.highest_modseq, modseq_floor)
-        tracker.reconcile(uidlist.uid_validity, uidlist.guid, current)
+        if same_folder:
+            tracker.record_foreign(messages.keys(), current)
+        else:
+            tracker.reconcile(uidlist.uid_validity, uidlist.guid, current)
     if state.mail_dir is not None:
         _note_dates(tracker, messages, state.mail_dir)
     return tracker
@@ -387,9 +402,8 @@ def _note_dates(tracker: ChangeTracker, messages: dict[int, Message], mail_dir: 
     it in its index: later reads need no stat for it. The saved date is kept only when
     dsync gave one: otherwise it is the file's ctime at the time of asking, which a
     chown moves, and Dovecot reports it so (storage-formats.md §1.6)."""
-    for uid, snap in tracker.msgs.items():
-        if snap.received_date:
-            continue
+    for uid in [uid for uid, snap in tracker.msgs.items() if not snap.received_date]:
+        snap = tracker.msgs[uid]
         msg = messages[uid]
         try:
             st = os.stat(os.path.join(mail_dir, msg.subdir, msg.filename))

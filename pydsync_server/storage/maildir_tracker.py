@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from itertools import repeat
 from pathlib import Path
@@ -202,26 +202,32 @@ class ChangeTracker:
         if uid_validity != self.uid_validity or mailbox_guid != self.mailbox_guid:
             self._reset(uid_validity, mailbox_guid, current)
             return True
+        return self.record_foreign(current.keys(), current)
+
+    def record_foreign(self, live: Collection[int], changed: Mapping[int, MessageState]) -> bool:
+        """Record other programs' work as one change: UIDs not `live` were expunged,
+        `changed` holds the messages that may differ from the snapshot (new ones
+        included; unchanged ones may be left out). True if anything changed."""
         modseq = _LazyModseq(self._foreign_modseq)
-        changed = False
-        for uid in sorted(self.msgs.keys() - current.keys()):
+        changed_any = False
+        for uid in sorted(self.msgs.keys() - set(live)):
             self.expunged(uid, modseq.value, dsync=False)
-            changed = True
-        for uid, state in sorted(current.items()):
+            changed_any = True
+        for uid, state in sorted(changed.items()):
             snap = self.msgs.get(uid)
             if snap is None:
                 self.msgs[uid] = Snapshot(modseq.value, state.flags, state.keywords, state.guid)
-                changed = True
+                changed_any = True
             elif (snap.flags, snap.keywords) != (state.flags, state.keywords):
                 self.set_flags(uid, state.flags, state.keywords, modseq.value, dsync=False)
-                changed = True
+                changed_any = True
             elif snap.guid != state.guid:
                 self.msgs[uid] = snap._replace(guid=state.guid)
-                changed = True
-        if changed:
+                changed_any = True
+        if changed_any:
             self.highest_modseq = max(self.highest_modseq, modseq.value)
             self._trim()
-        return changed
+        return changed_any
 
     def _reset(
         self, uid_validity: int, mailbox_guid: bytes, current: dict[int, MessageState]
