@@ -141,9 +141,11 @@ def listing_matches(mail_dir: Path, files: dict[str, tuple[str, str]]) -> bool:
     """new/ and cur/ hold exactly `files` (as scan_messages found them), apart from
     names that are not messages. Set operations on the raw names: a check of every
     file's name costs a listing, not a parse of each name."""
-    wanted: dict[str, set[str]] = {"cur": set(), "new": set()}
-    for sub, name in files.values():
-        wanted[sub].add(name)
+    where = files.values()
+    wanted = {
+        "cur": {name for sub, name in where if sub == "cur"},
+        "new": {name for sub, name in where if sub == "new"},
+    }
     for sub, names in wanted.items():
         try:
             listed = set(os.listdir(mail_dir / sub))

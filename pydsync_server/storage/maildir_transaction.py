@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -443,6 +443,7 @@ class _Changes:
         self.gone: set[int] = set()
         self._tracker = tracker
         self._mail = mail
+        self._after: dict[int, Message] | None = None
 
     def get(self, uid: int) -> _Work | None:
         """The message at `uid` as this commit has it so far; None if there is none."""
@@ -463,34 +464,34 @@ class _Changes:
         )  # fmt: skip
         return item
 
-    def _kept(self) -> Iterator[Message]:
-        """The folder's messages this commit leaves alone."""
-        for uid, msg in self.messages.items():
-            if uid not in self.items and uid not in self.gone:
-                yield msg
-
     def records_after(self) -> list[UidlistRecord]:
         """The uidlist's records after the commit: one per live message, by UID."""
-        records = [msg.record for msg in self._kept()]
-        records.extend(item.record for item in self.items.values() if not item.trash)
-        records.sort(key=_uid_of)
+        records = [msg.record for msg in self.messages_after().values()]
+        records.sort(key=_uid_of)  # only new UIDs can be out of order
         return records
 
     def messages_after(self) -> dict[int, Message]:
-        """The folder's messages as the commit left them: what a rescan would show,
-        since the commit holds the lock and renamed only the files it changed."""
-        after = {msg.uid: msg for msg in self._kept()}
+        """The folder's messages as the commit left them (once its files are renamed):
+        what a rescan would show, since the commit holds the lock and renamed only
+        the files it changed. Kept in the folder's order, new UIDs last."""
+        if self._after is not None:
+            return self._after
+        after = dict(self.messages)
+        for uid in self.gone:
+            after.pop(uid, None)
         for uid, item in self.items.items():
             if item.trash:
-                continue
-            if not item.touched and item.shown is not None and item.shown.uid == uid:
+                after.pop(uid, None)
+            elif not item.touched and item.shown is not None and item.shown.uid == uid:
                 after[uid] = item.shown
-                continue
-            info = parse_info(split_name(item.final_name)[1])
-            after[uid] = Message(
-                uid, item.record, item.subdir, item.final_name, info, info.flags, item.keywords
-            )
-        return dict(sorted(after.items()))
+            else:
+                info = parse_info(split_name(item.final_name)[1])
+                after[uid] = Message(
+                    uid, item.record, item.subdir, item.final_name, info, info.flags,
+                    item.keywords,
+                )  # fmt: skip
+        self._after = after
+        return after
 
 
 def _quietly(undo: Callable[[], None]) -> None:
