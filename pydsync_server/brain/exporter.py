@@ -136,7 +136,8 @@ class Exporter:
         elif info.modseq < self._history_start:
             # Flags set before tracking began: how they got here is unknown, so offer
             # them as added; the peer's merge then keeps rather than drops them.
-            add, ops = info.flags, tuple("+" + kw for kw in sorted(info.keywords))
+            add = info.flags
+            ops = tuple("+" + kw for kw in sorted(info.keywords)) if info.keywords else ()
         final = info.flags | (FLAG_RECENT if info.uid >= self._first_recent else 0)
         return MailChange(
             type=kind,
