@@ -276,14 +276,15 @@ class MaildirMailbox(Mailbox):
 
     def _info(self, msg: Message) -> MessageInfo | None:
         snap = self.plan.tracker.msgs.get(msg.uid)
-        ext = msg.record.ext
-        size = _int_or_none(ext.get("S")) or size_from_base(msg.record.base, "S")
-        vsize = _int_or_none(ext.get("W")) or size_from_base(msg.record.base, "W")
+        ext, base = msg.record.ext, msg.record.base
+        # this runs for every message a full export lists: keys only when present
+        size = (ext and _int_or_none(ext.get("S"))) or size_from_base(base, "S")
+        vsize = (ext and _int_or_none(ext.get("W"))) or size_from_base(base, "W")
         received = snap.received_date if snap is not None else 0
         saved = snap.saved_date if snap is not None else 0
-        path = f"{self.paths.mail}/{msg.subdir}/{msg.filename}"
         # the saved date alone is not worth a stat per message: see saved_date()
         if not (received and size is not None and vsize is not None):
+            path = f"{self.paths.mail}/{msg.subdir}/{msg.filename}"
             try:
                 st = os.stat(path)  # the file is as the scan found it
             except FileNotFoundError:
