@@ -1,4 +1,4 @@
-"""The dsync protocol items as frozen dataclasses, compared by value.
+"""The dsync protocol items as dataclasses, compared by value, never changed once made.
 
 One class per item character of the 3.5 key header (dsync-protocol.md §5.3, §6).
 Field names are Dovecot's key names. Conventions, so the codec can be table-driven:
@@ -12,13 +12,27 @@ Field names are Dovecot's key names. Conventions, so the codec can be table-driv
 * `Mail.body` / `MailboxAttribute.stream` carry the streamed value as a readable
   binary file object (or None when no stream follows); they are excluded from
   equality so that items compare by their fields.
+* Items are never changed (a changed item is made with `dataclasses.replace`) and
+  never hashed. mypy checks them as frozen; at run time they are plain dataclasses,
+  as `frozen` doubles what each class costs to create, paid at every start-up.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
+
+_T = TypeVar("_T")
+
+if TYPE_CHECKING:
+    from typing import dataclass_transform
+
+    @dataclass_transform(frozen_default=True, field_specifiers=(field,))
+    def _item(cls: type[_T]) -> type[_T]: ...
+
+else:
+    _item = dataclass
 
 
 class Marker(Enum):
@@ -43,7 +57,7 @@ SYNC_TYPE_CHANGED = "c"
 SYNC_TYPE_STATE = "s"
 
 
-@dataclass(frozen=True)
+@_item
 class Handshake:
     """`H`: the master's settings, or the slave's hostname (§6.2)."""
 
@@ -74,7 +88,7 @@ class Handshake:
     alt_char: str | None = None
 
 
-@dataclass(frozen=True)
+@_item
 class MailboxState:
     """`S`: a mailbox's last common state (§6.3)."""
 
@@ -87,7 +101,7 @@ class MailboxState:
     changes_during_sync: bool = False
 
 
-@dataclass(frozen=True)
+@_item
 class MailboxTreeNode:
     """`N`: one node of the sender's mailbox tree (§6.4)."""
 
@@ -101,7 +115,7 @@ class MailboxTreeNode:
     last_subscription_change: int = 0
 
 
-@dataclass(frozen=True)
+@_item
 class MailboxDelete:
     """`D`: separator, escape char and the sender's deletion records (§6.5).
 
@@ -115,7 +129,7 @@ class MailboxDelete:
     unsubscribes: tuple[tuple[str, int], ...] = ()
 
 
-@dataclass(frozen=True)
+@_item
 class CacheField:
     """`c`: a cache decision, nested in `Mailbox.cache_fields` (§6.6)."""
 
@@ -124,7 +138,7 @@ class CacheField:
     last_used: int = 0
 
 
-@dataclass(frozen=True)
+@_item
 class Mailbox:
     """`B`: the mailbox record both sides exchange per mailbox (§6.6)."""
 
@@ -143,7 +157,7 @@ class Mailbox:
     have_only_guid128: bool = False
 
 
-@dataclass(frozen=True)
+@_item
 class MailboxAttribute:
     """`A`: one METADATA attribute (§6.7). A streamed value is read into `value`."""
 
@@ -156,7 +170,7 @@ class MailboxAttribute:
     modseq: int = 0
 
 
-@dataclass(frozen=True)
+@_item
 class MailChange:
     """`C`: a save, expunge or flag change of one message (§6.8)."""
 
@@ -175,7 +189,7 @@ class MailChange:
     virtual_size: int | None = None
 
 
-@dataclass(frozen=True)
+@_item
 class MailRequest:
     """`R`: ask the peer for a message body (§6.9)."""
 
@@ -183,7 +197,7 @@ class MailRequest:
     uid: int = 0
 
 
-@dataclass(frozen=True)
+@_item
 class Mail:
     """`M`: a message body and its dates (§6.10). `body` None = no stream (expunged)."""
 
@@ -196,7 +210,7 @@ class Mail:
     body: BinaryIO | None = field(default=None, compare=False, repr=False)
 
 
-@dataclass(frozen=True)
+@_item
 class Finish:
     """`F`: the slave's outcome (§6.11)."""
 
@@ -205,7 +219,7 @@ class Finish:
     require_full_resync: bool = False
 
 
-@dataclass(frozen=True)
+@_item
 class Done:
     """`X`: the sender is closing."""
 
