@@ -19,7 +19,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 from ..errors import InvalidMailboxNameError, MailError, StorageError
 
@@ -35,7 +35,23 @@ class LogType(IntEnum):
     CREATE_DIR = 6
 
 
-@dataclass(frozen=True)
+# The records below are values: never changed once made (a changed one is made with
+# `dataclasses.replace`) and never hashed. mypy checks them as frozen dataclasses; at
+# run time they are plain ones, as `frozen` doubles what each class costs to create,
+# paid at every start-up (as protocol/items.py does for the items).
+_T = TypeVar("_T")
+
+if TYPE_CHECKING:
+    from typing import dataclass_transform
+
+    @dataclass_transform(frozen_default=True)
+    def _record(cls: type[_T]) -> type[_T]: ...
+
+else:
+    _record = dataclass
+
+
+@_record
 class MailboxLogRecord:
     """One mailbox-log record: `key` is a mailbox GUID (DELETE_MAILBOX) or
     `name_hash(vname)` for every other type; `timestamp` is UNIX seconds."""
@@ -45,7 +61,7 @@ class MailboxLogRecord:
     timestamp: int
 
 
-@dataclass(frozen=True)
+@_record
 class MailboxEntry:
     """A listed mailbox: `guid` is None for a \\NoSelect directory."""
 
@@ -56,7 +72,7 @@ class MailboxEntry:
     special_use: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True)
+@_record
 class MailboxStatus:
     guid: bytes
     uid_validity: int
@@ -67,7 +83,7 @@ class MailboxStatus:
     highest_pvt_modseq: int = 0
 
 
-@dataclass(frozen=True)
+@_record
 class MessageInfo:
     """One existing message. `flags` uses the protocol's system flag bits
     (\\Answered 0x01 ... \\Draft 0x10, never \\Recent); keywords are case-preserving."""
@@ -85,7 +101,7 @@ class MessageInfo:
     pop3_order: int = 0
 
 
-@dataclass(frozen=True)
+@_record
 class MessageChange:
     """A change made outside dsync to one UID, merged since some modseq.
 
@@ -103,7 +119,7 @@ class MessageChange:
     keyword_ops: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@_record
 class NewMessage:
     """What `Transaction.save` stores."""
 
@@ -119,7 +135,7 @@ class NewMessage:
     pop3_order: int = 0
 
 
-@dataclass(frozen=True)
+@_record
 class Attribute:
     """A mailbox attribute (IMAP METADATA, storage-formats.md §7.7).
 
