@@ -25,7 +25,22 @@ _FORMAT = "pydsync-summary/3"
 # MAILDIR_SYNC_SECS rule, doubled. One with sub-second stamps takes them from the
 # kernel's coarse clock, a jiffy (at most 10 ms) behind the time we read.
 _COARSE_TICK_NS = 2_000_000_000
-_FINE_TICK_NS = 50_000_000
+_CLOCK_REALTIME_COARSE = 5  # Linux's clock id; the time module does not name it
+
+
+def _fine_tick_ns() -> int:
+    """Twice the coarse clock's resolution (the jiffy: 4 ms at HZ=250), and at least
+    20 ms, which also covers file systems that stamp in 10 ms steps (exFAT); 50 ms
+    where the kernel can't tell. A close that must wait for its folders to settle
+    waits this long at most."""
+    try:
+        jiffy = time.clock_getres(_CLOCK_REALTIME_COARSE)
+    except (OSError, AttributeError):
+        return 50_000_000
+    return max(20_000_000, int(2 * jiffy * 1e9)) if 0 < jiffy <= 0.02 else 50_000_000
+
+
+_FINE_TICK_NS = _fine_tick_ns()
 
 
 def _tick_ns(mtime_ns: int) -> int:
