@@ -328,3 +328,13 @@ def test_a_pending_tracker_never_overwrites_a_newer_one(tmp_path: Path) -> None:
     storage.close()
     assert (tmp_path / "pydsync-changes").read_bytes() == written
     assert not (tmp_path / SUMMARY_NAME).exists()
+
+
+def test_a_commit_that_must_rescan_keeps_the_modseqs_already_handed_out(tmp_path: Path) -> None:
+    storage, box, modseq, _ = _flag_change_pending(tmp_path)
+    (tmp_path / "new" / "123.M1P1.other").write_bytes(b"Subject: x\n\ndelivered\n")
+    _apply(box, ("save", 0, 0, frozenset()), 2)  # the listing changed: a rescan
+    fresh = MaildirStorage(tmp_path).open_mailbox("INBOX")
+    modseqs = sorted(c.modseq for c in fresh.changes_since(0) or [])
+    assert modseq in modseqs
+    assert len(fresh.messages()) == 3

@@ -137,7 +137,7 @@ class MaildirMailbox(Mailbox):
         try:
             self._ensure_subdirs()
             keys = text_keys(self.paths)  # before the read: a later write shows
-            state, inherited = self._with_pending_tracker(read_folder(self.paths), keys)
+            state, inherited = self.with_pending_tracker(read_folder(self.paths), keys)
             plan = work = None
             floor = self.modseq_floor()
             if state.uidlist is not None and state.uidlist.guid is not None:
@@ -154,7 +154,7 @@ class MaildirMailbox(Mailbox):
                 with self.locked():
                     if plan is None or work is None or not self._still(stamp):
                         keys = text_keys(self.paths)
-                        state, inherited = self._with_pending_tracker(
+                        state, inherited = self.with_pending_tracker(
                             read_folder(self.paths), keys
                         )
                         work = state
@@ -173,7 +173,7 @@ class MaildirMailbox(Mailbox):
         if stamp.settled:
             summary_of(plan, stamp).save(self.paths.summary)
 
-    def _with_pending_tracker(
+    def with_pending_tracker(
         self, state: FolderState, keys: tuple[TextKey, ...]
     ) -> tuple[FolderState, bool]:
         """`state` with this run's unwritten tracker of the folder, when the file on

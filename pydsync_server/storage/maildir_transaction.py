@@ -179,7 +179,7 @@ class MaildirTransaction(RecordingTransaction[_Save]):
             uid_map = self._map_new_uids(plan.uidlist.next_uid)
         else:
             keys = self._box.text_keys()  # before the read: a later write shows
-            state = read_folder(paths)
+            state, _ = self._box.with_pending_tracker(read_folder(paths), keys)
             uid_map = self._map_new_uids(state.uidlist.next_uid if state.uidlist else 1)
             first_free = max(uid_map.values()) + 1 if uid_map else 0
             plan = plan_sync(
