@@ -45,13 +45,13 @@ if TYPE_CHECKING:
     from typing import dataclass_transform
 
     @dataclass_transform(frozen_default=True)
-    def _record(cls: type[_T]) -> type[_T]: ...
+    def value_record(cls: type[_T]) -> type[_T]: ...
 
 else:
-    _record = dataclass
+    value_record = dataclass
 
 
-@_record
+@value_record
 class MailboxLogRecord:
     """One mailbox-log record: `key` is a mailbox GUID (DELETE_MAILBOX) or
     `name_hash(vname)` for every other type; `timestamp` is UNIX seconds."""
@@ -61,7 +61,7 @@ class MailboxLogRecord:
     timestamp: int
 
 
-@_record
+@value_record
 class MailboxEntry:
     """A listed mailbox: `guid` is None for a \\NoSelect directory."""
 
@@ -72,7 +72,7 @@ class MailboxEntry:
     special_use: frozenset[str] = frozenset()
 
 
-@_record
+@value_record
 class MailboxStatus:
     guid: bytes
     uid_validity: int
@@ -83,7 +83,7 @@ class MailboxStatus:
     highest_pvt_modseq: int = 0
 
 
-@_record
+@value_record
 class MessageInfo:
     """One existing message. `flags` uses the protocol's system flag bits
     (\\Answered 0x01 ... \\Draft 0x10, never \\Recent); keywords are case-preserving."""
@@ -101,7 +101,7 @@ class MessageInfo:
     pop3_order: int = 0
 
 
-@_record
+@value_record
 class MessageChange:
     """A change made outside dsync to one UID, merged since some modseq.
 
@@ -119,7 +119,7 @@ class MessageChange:
     keyword_ops: tuple[str, ...] = ()
 
 
-@_record
+@value_record
 class NewMessage:
     """What `Transaction.save` stores."""
 
@@ -135,7 +135,7 @@ class NewMessage:
     pop3_order: int = 0
 
 
-@_record
+@value_record
 class Attribute:
     """A mailbox attribute (IMAP METADATA, storage-formats.md §7.7).
 

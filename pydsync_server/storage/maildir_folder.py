@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .base import value_record
 from .maildir_attributes import AttributeDict, AttrKey, mailbox_values
 from .maildir_files import FILE_MODE, replace_file, write_all, write_synced
 from .maildir_summary import SUMMARY_NAME, FolderStamp
@@ -79,7 +80,7 @@ class StoreContext:
         return struct.pack("<III", nsec, cur[0], os.getpid() & 0xFFFFFFFF) + host_hash
 
 
-@dataclass(frozen=True)
+@value_record
 class FolderPaths:
     mail: Path  # holds cur/ new/ tmp/
     control: Path  # dovecot-uidlist, dovecot-keywords

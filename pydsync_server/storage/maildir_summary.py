@@ -14,10 +14,9 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from .base import MailboxStatus
+from .base import MailboxStatus, value_record
 
 SUMMARY_NAME = "pydsync-summary"
 _FORMAT = "pydsync-summary/3"
@@ -61,7 +60,7 @@ def stat_key(path: Path) -> StatKey:
     return (st.st_size, st.st_mtime_ns)
 
 
-@dataclass(frozen=True)
+@value_record
 class FolderStamp:
     """Stat data of a folder's directories (`dirs`) and text files (`files`), taken at
     `taken_ns` (wall clock, nanoseconds)."""
@@ -103,7 +102,7 @@ class FolderStamp:
         return self.settled and self.same_disk(newer)
 
 
-@dataclass(frozen=True)
+@value_record
 class Summary:
     stamp: FolderStamp
     status: MailboxStatus

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .attributes import MAX_TOMBSTONES
-from .base import MessageChange, guid128
+from .base import MessageChange, guid128, value_record
 from .maildir_attributes import AttrKey, value_digest
 
 SIDECAR_NAME = "pydsync-changes"
@@ -63,7 +63,7 @@ class LogRecord(NamedTuple):
     keyword_ops: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@value_record
 class AttrMeta:
     """The last change of one attribute: `digest` of its value ("" = deleted)."""
 
