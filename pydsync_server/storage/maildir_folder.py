@@ -243,8 +243,8 @@ class FolderView:
     state: FolderState | None = None
     keys: tuple[TextKey, ...] = ()
     persisted: bool = False
-    # the plan's tracker is not on disk yet (`state` has the old one): written by the
-    # next commit, or when the store closes
+    # the plan's tracker is not on disk yet (the file there is older): written by the
+    # run's next commit of the folder, or when the store closes
     tracker_pending: bool = False
 
 

@@ -146,9 +146,8 @@ class MaildirMailbox(Mailbox):
             if plan is not None and plan.only_tracker:
                 # the tracker's news waits for this run's commit, which rewrites it
                 # anyway, or for the store's close (persist_views)
-                view = FolderView(self.paths, stamp, plan, state, keys, tracker_pending=True)
-                self._adopt(view)
-                self.ctx.views[self.paths.mail] = view
+                pending = FolderView(self.paths, stamp, plan, state, keys, tracker_pending=True)
+                self._remember(pending)
                 return
             if plan is None or work is None or plan.needs_write:
                 with self.locked():
@@ -167,11 +166,14 @@ class MaildirMailbox(Mailbox):
                         keys = rekeyed_after_write(self.paths, keys)
         except OSError as exc:
             raise storage_error(exc, f"syncing mailbox {self.vname}") from exc
-        view = FolderView(self.paths, stamp, plan, state, keys, persisted=stamp.settled)
-        self._adopt(view)
-        self.ctx.views[self.paths.mail] = view
+        self._remember(FolderView(self.paths, stamp, plan, state, keys, persisted=stamp.settled))
         if stamp.settled:
             summary_of(plan, stamp).save(self.paths.summary)
+
+    def _remember(self, view: FolderView) -> None:
+        """Make `view` this mailbox's, and the run's for the folder."""
+        self._adopt(view)
+        self.ctx.views[self.paths.mail] = view
 
     def with_pending_tracker(
         self, state: FolderState, keys: tuple[TextKey, ...]
