@@ -69,8 +69,10 @@ def merge_keywords(
 ) -> tuple[frozenset[str], bool]:
     local_ops = local_record.keyword_ops if local_record else ()
     remote_ops = change.keyword_changes
-    if not (local_final or remote_final or local_ops or remote_ops):
-        return local_final, False  # the usual message: no keywords anywhere
+    if not local_ops and local_final == remote_final and all(op[0] == "=" for op in remote_ops):
+        # the usual message: the same keywords (or none) on both sides, nobody changed
+        # any; the bit merge below would keep them as they are
+        return local_final, False
     names = sorted(
         set(local_final) | set(remote_final) | {op[1:] for op in (*local_ops, *remote_ops)}
     )
