@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pydsync_server.brain.flag_merge import _merge_bits, merge_keywords
+from pydsync_server.brain.flag_merge import _merge_bits, merge_flags, merge_keywords
 from pydsync_server.protocol.items import MailChange
 from pydsync_server.storage.base import MessageChange
 
@@ -52,3 +52,17 @@ def test_keyword_merge_equals_the_bit_merge(
 def test_unchanged_keywords_stay(keywords: frozenset[str], prefer_remote: bool) -> None:
     change = MailChange("f", 1, keyword_changes=tuple("=" + k for k in sorted(keywords)))
     assert merge_keywords(keywords, keywords, None, change, prefer_remote) == (keywords, False)
+
+
+@given(st.integers(0, 0x1F), st.integers(0, 0x1F), st.integers(0, 0x1F), st.integers(0, 0x1F),
+       st.integers(0, 0x1F), st.integers(0, 0x1F), st.booleans())  # fmt: skip
+def test_flag_merge_equals_the_bit_merge(
+    local: int, remote: int, local_add: int, local_remove: int, remote_add: int,
+    remote_remove: int, prefer_remote: bool,
+) -> None:  # fmt: skip
+    record = MessageChange(1, 5, add_flags=local_add, remove_flags=local_remove)
+    change = MailChange("f", 1, add_flags=remote_add, remove_flags=remote_remove)
+    wanted, changed = _merge_bits(
+        local, remote, local_add, local_remove, remote_add, remote_remove, prefer_remote
+    )
+    assert merge_flags(local, remote, record, change, prefer_remote) == (wanted & 0x1F, changed)

@@ -46,6 +46,8 @@ def merge_flags(
     change: MailChange,
     prefer_remote: bool,
 ) -> tuple[int, bool]:
+    if local_final == remote_final:
+        return local_final & SYSTEM_FLAGS_MASK, False  # as merge_keywords: nothing differs
     local_add = local_record.add_flags if local_record else 0
     local_remove = local_record.remove_flags if local_record else 0
     wanted, remote_changed = _merge_bits(
@@ -69,9 +71,9 @@ def merge_keywords(
 ) -> tuple[frozenset[str], bool]:
     local_ops = local_record.keyword_ops if local_record else ()
     remote_ops = change.keyword_changes
-    if not local_ops and local_final == remote_final and all(op[0] == "=" for op in remote_ops):
-        # the usual message: the same keywords (or none) on both sides, nobody changed
-        # any; the bit merge below would keep them as they are
+    if local_final == remote_final:
+        # the usual message: where both sides agree no bit differs, so the merge
+        # below keeps every keyword as it is, whatever either side's log says
         return local_final, False
     names = sorted(
         set(local_final) | set(remote_final) | {op[1:] for op in (*local_ops, *remote_ops)}

@@ -133,6 +133,7 @@ class Importer:
             options.last_common_modseq if options.last_common_modseq <= status.highest_modseq else 0
         )
         self.local_log = self._local_log(self.known_modseq)
+        self._history_start = mailbox.history_start()
         self.cursor = self._cursor_start(self.last_common_uid)
         self.changed_uids: set[int] = set()
         self.maybe_expunge: list[int] = []
@@ -160,7 +161,7 @@ class Importer:
         """The local change to merge; with no log back to the state, the current flags
         count as added (as the exporter offers them), so the merge keeps them."""
         record = self.local_log.get(info.uid)
-        if record is None and info.modseq < self.mailbox.history_start():
+        if record is None and info.modseq < self._history_start:
             ops = tuple("+" + kw for kw in sorted(info.keywords))
             return MessageChange(info.uid, info.modseq, add_flags=info.flags, keyword_ops=ops)
         return record
@@ -354,7 +355,11 @@ class Importer:
             self._unexpected_state(f"Unexpected GUID mismatch for UID={change.uid}")
             return
         remote_final = change.final_flags & SYSTEM_FLAGS_MASK
-        remote_kw = {op[1:] for op in change.keyword_changes if op[0] in "=&"}
+        remote_kw = (
+            frozenset(op[1:] for op in change.keyword_changes if op[0] in "=&")
+            if change.keyword_changes
+            else _NO_KEYWORDS
+        )
         if self.opts.revert:
             wanted = (change.add_flags | change.final_flags) & SYSTEM_FLAGS_MASK
             wanted_kw = {op[1:] for op in change.keyword_changes if op[0] in "+=&"}
@@ -366,7 +371,7 @@ class Importer:
         )
         flags, remote_changed = merge_flags(info.flags, remote_final, record, change, prefer_remote)
         keywords, kw_changed = merge_keywords(
-            info.keywords, frozenset(remote_kw), record, change, prefer_remote
+            info.keywords, remote_kw, record, change, prefer_remote
         )
         modseq = change.modseq
         if (remote_changed or kw_changed) and modseq <= self.remote.highest_modseq:
@@ -688,3 +693,6 @@ def _seekable(body: BinaryIO) -> BinaryIO:
     spool = tempfile.SpooledTemporaryFile(max_size=1 << 20)
     shutil.copyfileobj(body, spool)
     return spool  # type: ignore[return-value]
+
+
+_NO_KEYWORDS: frozenset[str] = frozenset()
