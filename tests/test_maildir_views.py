@@ -242,12 +242,12 @@ def test_first_sync_into_an_empty_store_leaves_equal_counters(
     a = MaildirStorage(tmp_path / "a").open_mailbox("INBOX").status()
     b = MaildirStorage(tmp_path / "b").open_mailbox("INBOX").status()
     assert a.highest_modseq == b.highest_modseq > 1
-    from pydsync_server.brain import brain
+    from pydsync_server.brain import mailbox_sync
 
     def no_mailbox_sync(*args: object, **kwargs: object) -> None:
         raise AssertionError("fast mode compared a mailbox whose counters are equal")
 
-    monkeypatch.setattr(brain, "sync_mailbox", no_mailbox_sync)  # type: ignore[attr-defined]
+    monkeypatch.setattr(mailbox_sync, "sync_mailbox", no_mailbox_sync)  # type: ignore[attr-defined]
     assert _sync(tmp_path) == 0
 
 

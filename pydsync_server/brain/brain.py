@@ -57,7 +57,7 @@ from .tree_sync import SyncType, apply_deletions, sync_trees
 if TYPE_CHECKING:
     from .all_mail import AllMail
     from .events import SyncObserver
-    from .mailbox_sync import MailboxOutcome, Role, SyncOptions
+    from .mailbox_sync import Role, SyncOptions
 
 # mailbox_sync (with the exporter and importer) is imported when a mailbox first needs
 # its sync: a run that finds nothing changed never pays for loading it (start-up time).
@@ -152,22 +152,6 @@ class Session:
         )
 
 
-def sync_mailbox(
-    channel: Channel,
-    mailbox: Mailbox,
-    local: MailboxRecord,
-    remote: MailboxRecord,
-    saved: MailboxState | None,
-    role: Role,
-    opts: SyncOptions,
-    observer: SyncObserver | None,
-) -> MailboxOutcome:
-    """mailbox_sync.sync_mailbox, loaded on first use (start-up time: see the imports)."""
-    from . import mailbox_sync
-
-    return mailbox_sync.sync_mailbox(channel, mailbox, local, remote, saved, role, opts, observer)
-
-
 def expect(channel: Channel, kind: type, what: str) -> Item:
     item = channel.recv()
     if isinstance(item, Done):
@@ -237,6 +221,9 @@ class Brain:
         self, session: Session, vname: str, local: MailboxRecord, remote: MailboxRecord
     ) -> MailboxState | None:
         """Sync one mailbox whose `B` pair says it needs it; the merged state."""
+        # loaded on first use: a run that syncs no mailbox never needs it (start-up time)
+        from .mailbox_sync import sync_mailbox
+
         box = self.storage.open_mailbox(vname)
         if self.observer is not None:
             self.observer.mailbox_begin(box.vname, local.mailbox_guid)
