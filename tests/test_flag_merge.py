@@ -6,34 +6,18 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pydsync_server.brain.flag_merge import _merge_bits, merge_flags, merge_keywords
+from pydsync_server.brain.flag_merge import (
+    _merge_bits,
+    merge_flags,
+    merge_keyword_bits,
+    merge_keywords,
+)
 from pydsync_server.protocol.items import MailChange
 from pydsync_server.storage.base import MessageChange
 
 NAMES = st.sampled_from(["$Junk", "NonJunk", "a", "b"])
 KEYWORDS = st.frozensets(NAMES, max_size=3)
 OPS = st.lists(st.tuples(st.sampled_from("+-=&"), NAMES).map("".join), max_size=4).map(tuple)
-
-
-def _bit_merge(
-    local: frozenset[str], remote: frozenset[str], local_ops: tuple[str, ...],
-    remote_ops: tuple[str, ...], prefer_remote: bool,
-) -> tuple[frozenset[str], bool]:  # fmt: skip
-    """The merge with one bit per keyword name, never taking the shortcut."""
-    names = sorted(local | remote | {op[1:] for op in (*local_ops, *remote_ops)})
-    bit = {name: 1 << i for i, name in enumerate(names)}
-
-    def mask(keywords: set[str] | frozenset[str]) -> int:
-        return sum(bit[name] for name in keywords)
-
-    def ops(entries: tuple[str, ...], kinds: str) -> int:
-        return mask({op[1:] for op in entries if op[0] in kinds})
-
-    wanted, changed = _merge_bits(
-        mask(local), mask(remote), ops(local_ops, "+&"), ops(local_ops, "-"),
-        ops(remote_ops, "+&"), ops(remote_ops, "-"), prefer_remote,
-    )  # fmt: skip
-    return frozenset(n for n in names if wanted & bit[n]), changed
 
 
 @given(KEYWORDS, KEYWORDS, OPS, OPS, st.booleans(), st.booleans())
@@ -44,7 +28,7 @@ def test_keyword_merge_equals_the_bit_merge(
     record = MessageChange(1, 5, keyword_ops=local_ops) if with_record else None
     change = MailChange("f", 1, keyword_changes=remote_ops)
     mine = local_ops if with_record else ()
-    expected = _bit_merge(local, remote, mine, remote_ops, prefer_remote)
+    expected = merge_keyword_bits(local, remote, mine, remote_ops, prefer_remote)
     assert merge_keywords(local, remote, record, change, prefer_remote) == expected
 
 

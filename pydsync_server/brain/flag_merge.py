@@ -69,12 +69,24 @@ def merge_keywords(
     change: MailChange,
     prefer_remote: bool,
 ) -> tuple[frozenset[str], bool]:
-    local_ops = local_record.keyword_ops if local_record else ()
-    remote_ops = change.keyword_changes
     if local_final == remote_final:
-        # the usual message: where both sides agree no bit differs, so the merge
-        # below keeps every keyword as it is, whatever either side's log says
+        # the usual message: where both sides agree no bit differs, so the bit merge
+        # keeps every keyword as it is, whatever either side's log says
         return local_final, False
+    local_ops = local_record.keyword_ops if local_record else ()
+    return merge_keyword_bits(
+        local_final, remote_final, local_ops, change.keyword_changes, prefer_remote
+    )
+
+
+def merge_keyword_bits(
+    local_final: frozenset[str],
+    remote_final: frozenset[str],
+    local_ops: tuple[str, ...],
+    remote_ops: tuple[str, ...],
+    prefer_remote: bool,
+) -> tuple[frozenset[str], bool]:
+    """The keyword merge with one bit per keyword name."""
     names = sorted(
         set(local_final) | set(remote_final) | {op[1:] for op in (*local_ops, *remote_ops)}
     )

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
@@ -233,6 +233,15 @@ class Transaction(ABC):
             self.commit()
         else:
             self.rollback()
+
+
+def infos_above(
+    uids: Iterable[int], above_uid: int, lookup: Callable[[int], MessageInfo | None]
+) -> list[MessageInfo]:
+    """`lookup` of each UID above `above_uid`, ascending; those it finds gone are left
+    out (what a driver's `messages(above_uid)` lists)."""
+    found = (lookup(uid) for uid in sorted(uid for uid in uids if uid > above_uid))
+    return [info for info in found if info is not None]
 
 
 class Mailbox(ABC):

@@ -16,7 +16,15 @@ from typing import BinaryIO
 
 from .. import _native
 from ..errors import MailboxNotFoundError, StorageError
-from .base import Attribute, Mailbox, MailboxStatus, MessageChange, MessageInfo, Transaction
+from .base import (
+    Attribute,
+    Mailbox,
+    MailboxStatus,
+    MessageChange,
+    MessageInfo,
+    Transaction,
+    infos_above,
+)
 from .maildir_files import dotlock, fsync_dir, makedirs, storage_error
 from .maildir_folder import (
     SUBDIRS,
@@ -262,12 +270,7 @@ class MaildirMailbox(Mailbox):
     def messages(self, above_uid: int = 0) -> Sequence[MessageInfo]:
         if self._infos is not None:
             return [info for info in self._infos if info.uid > above_uid]
-        found = self.plan.messages
-        infos = []
-        for uid in sorted(uid for uid in found if uid > above_uid):
-            info = self._info(found[uid])
-            if info is not None:
-                infos.append(info)
+        infos = infos_above(self.plan.messages, above_uid, self.message)
         if not above_uid:
             self._infos = infos
         return list(infos)

@@ -17,7 +17,15 @@ from typing import BinaryIO
 
 from ..errors import MailboxNotFoundError, StorageError
 from . import dbox_file as dbox
-from .base import Attribute, Mailbox, MailboxStatus, MessageChange, MessageInfo, Transaction
+from .base import (
+    Attribute,
+    Mailbox,
+    MailboxStatus,
+    MessageChange,
+    MessageInfo,
+    Transaction,
+    infos_above,
+)
 from .changes import SYSTEM_FLAGS_MASK, merge_changes
 from .dovecot_index import (
     GUID,
@@ -184,8 +192,7 @@ class MdboxMailbox(Mailbox):
     def messages(self, above_uid: int = 0) -> Sequence[MessageInfo]:
         if self._infos is not None:
             return [info for info in self._infos if info.uid > above_uid]
-        found = self.state.messages
-        infos = [self._info(found[uid]) for uid in sorted(uid for uid in found if uid > above_uid)]
+        infos = infos_above(self.state.messages, above_uid, self.message)
         if not above_uid:
             self._infos = infos
         return list(infos)

@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from ..errors import MailboxNotFoundError, MailError, StorageError
-from .base import Attribute, Mailbox, MailboxStatus, MessageChange, MessageInfo, Transaction
+from .base import (
+    Attribute,
+    Mailbox,
+    MailboxStatus,
+    MessageChange,
+    MessageInfo,
+    Transaction,
+    infos_above,
+)
 from .changes import merge_changes
 from .dbox_file import (
     MSG_MAGIC,
@@ -180,11 +188,7 @@ class SdboxMailbox(Mailbox):
     def messages(self, above_uid: int = 0) -> Sequence[MessageInfo]:
         if self._messages is not None:
             return [info for info in self._messages if info.uid > above_uid]
-        found = []
-        for uid in sorted(uid for uid in self.view.state.messages if uid > above_uid):
-            info = self.message(uid)
-            if info is not None:
-                found.append(info)
+        found = infos_above(self.view.state.messages, above_uid, self.message)
         if not above_uid:
             self._messages = found
         return list(found)
